@@ -1,0 +1,1 @@
+"""Data layer: file formats, converters, synthetic benchmark, mining, datasets."""

@@ -1,0 +1,209 @@
+"""The BEIR folder format, and atomic writes.
+
+A BEIR folder holds ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.jsonl``
+(``_id``, ``text``) and ``qrels/{train,dev,test}.tsv`` (header ``query-id corpus-id score``).
+It is the interchange format users bring their own data in; every reader error names the
+file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from r2r.data.errors import DataError
+from r2r.types import SPLITS, Passage, Qrels, Query, RetrievalDataset
+
+QRELS_HEADER = "query-id\tcorpus-id\tscore"
+
+
+# ----------------------------------------------------------------------------- atomic writes
+@contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; move it into place only on success.
+
+    Works for files and folders: readers never see a half-written output.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)) / target.name
+    try:
+        yield tmp
+        if target.is_dir() and tmp.is_dir():
+            # os.replace cannot swap non-empty folders; move the old one aside first.
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+# ----------------------------------------------------------------------------- readers
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(encoding="utf-8") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"malformed JSON ({exc.msg})", file=path, line=lineno) from None
+            if not isinstance(obj, dict):
+                raise DataError("expected a JSON object", file=path, line=lineno)
+            yield lineno, obj
+
+
+def _field(obj: dict[str, Any], name: str, path: Path, line: int, *, required: bool = True) -> str:
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise DataError("missing", file=path, line=line, field=name)
+        return ""
+    if not isinstance(value, (str, int)):
+        raise DataError(f"expected a string, got {type(value).__name__}", file=path, line=line, field=name)
+    return str(value)
+
+
+def read_corpus(path: Path) -> dict[str, Passage]:
+    corpus: dict[str, Passage] = {}
+    for line, obj in _read_jsonl(path):
+        doc_id = _field(obj, "_id", path, line)
+        if not doc_id:
+            raise DataError("empty id", file=path, line=line, field="_id")
+        if doc_id in corpus:
+            raise DataError(f"duplicate id {doc_id!r}", file=path, line=line, field="_id")
+        title = _field(obj, "title", path, line, required=False)
+        text = _field(obj, "text", path, line)
+        if not text.strip() and not title.strip():
+            raise DataError(f"empty text for document {doc_id!r}", file=path, line=line, field="text")
+        corpus[doc_id] = Passage(id=doc_id, text=text, title=title)
+    return corpus
+
+
+def read_queries(path: Path) -> dict[str, Query]:
+    queries: dict[str, Query] = {}
+    for line, obj in _read_jsonl(path):
+        qid = _field(obj, "_id", path, line)
+        if not qid:
+            raise DataError("empty id", file=path, line=line, field="_id")
+        if qid in queries:
+            raise DataError(f"duplicate id {qid!r}", file=path, line=line, field="_id")
+        text = _field(obj, "text", path, line)
+        if not text.strip():
+            raise DataError(f"empty text for query {qid!r}", file=path, line=line, field="text")
+        queries[qid] = Query(id=qid, text=text)
+    return queries
+
+
+def read_qrels(
+    path: Path, queries: dict[str, Query], corpus: dict[str, Passage]
+) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    with path.open(encoding="utf-8") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip() or (lineno == 1 and raw.startswith("query-id")):
+                continue
+            parts = raw.rstrip("\n").split("\t")
+            if len(parts) != 3:
+                raise DataError(
+                    f"expected 3 tab-separated columns, got {len(parts)}", file=path, line=lineno
+                )
+            qid, doc_id, score = parts
+            if qid not in queries:
+                raise DataError(f"unknown query {qid!r}", file=path, line=lineno, field="query-id")
+            if doc_id not in corpus:
+                raise DataError(
+                    f"unknown document {doc_id!r}", file=path, line=lineno, field="corpus-id"
+                )
+            try:
+                grade = int(score)
+            except ValueError:
+                raise DataError(
+                    f"score must be an integer, got {score!r}", file=path, line=lineno, field="score"
+                ) from None
+            qrels.setdefault(qid, {})[doc_id] = grade
+    return qrels
+
+
+def read_beir(folder: str | Path, *, domain: str, name: str | None = None) -> RetrievalDataset:
+    """Read and validate a BEIR folder. Splits whose qrels file is absent are empty."""
+    folder = Path(folder)
+    for required in ("corpus.jsonl", "queries.jsonl"):
+        if not (folder / required).is_file():
+            raise DataError(f"missing {required} in BEIR folder", file=folder)
+    corpus = read_corpus(folder / "corpus.jsonl")
+    queries = read_queries(folder / "queries.jsonl")
+    qrels = {}
+    for split in SPLITS:
+        path = folder / "qrels" / f"{split}.tsv"
+        qrels[split] = read_qrels(path, queries, corpus) if path.is_file() else {}
+    dataset = RetrievalDataset(
+        name=name or folder.name, domain=domain, corpus=corpus, queries=queries, qrels=qrels
+    )
+    validate(dataset, source=folder)
+    return dataset
+
+
+def validate(dataset: RetrievalDataset, *, source: str | Path | None = None) -> None:
+    """Dataset-level checks that no single line can reveal."""
+    where = source if source is not None else dataset.name
+    if not any(dataset.split_queries(split) for split in SPLITS):
+        raise DataError(f"domain {dataset.domain!r} has no query with a positive", file=where)
+    seen: dict[str, str] = {}
+    for split in SPLITS:
+        for qid in dataset.qrels.get(split, {}):
+            if qid in seen and seen[qid] != split:
+                raise DataError(
+                    f"query {qid!r} is in both the {seen[qid]} and {split} splits",
+                    file=Path(str(where)) / "qrels" / f"{split}.tsv",
+                    field="query-id",
+                )
+            seen[qid] = split
+
+
+# ----------------------------------------------------------------------------- writer
+def _qrels_tsv(qrels: Qrels) -> str:
+    lines = [QRELS_HEADER]
+    for qid in sorted(qrels):
+        for doc_id in sorted(qrels[qid]):
+            lines.append(f"{qid}\t{doc_id}\t{qrels[qid][doc_id]}")
+    return "\n".join(lines) + "\n"
+
+
+def write_beir(dataset: RetrievalDataset, folder: str | Path) -> Path:
+    """Write `dataset` as a BEIR folder, atomically (the whole folder appears at once)."""
+    validate(dataset)
+    folder = Path(folder)
+    with atomic_path(folder) as tmp:
+        (tmp / "qrels").mkdir(parents=True)
+        with (tmp / "corpus.jsonl").open("w", encoding="utf-8") as fh:
+            for doc in dataset.corpus.values():
+                row = {"_id": doc.id, "title": doc.title, "text": doc.text}
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        with (tmp / "queries.jsonl").open("w", encoding="utf-8") as fh:
+            for query in dataset.queries.values():
+                fh.write(json.dumps({"_id": query.id, "text": query.text}, ensure_ascii=False) + "\n")
+        for split in SPLITS:
+            (tmp / "qrels" / f"{split}.tsv").write_text(
+                _qrels_tsv(dataset.qrels.get(split, {})), encoding="utf-8"
+            )
+    return folder
