@@ -73,3 +73,11 @@ class CandidateList:
     passages: tuple[Passage, ...]
     first_stage_scores: tuple[float, ...]
     relevance: Mapping[str, int] = field(default_factory=dict)  # doc id -> grade
+
+
+@dataclass(frozen=True)
+class ScoredList:
+    """A candidate list with one score per passage (any scorer: BM25, a reranker, ...)."""
+
+    candidates: CandidateList
+    scores: tuple[float, ...]

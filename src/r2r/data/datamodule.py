@@ -1,0 +1,178 @@
+"""Datasets, collators and the DataModule shared by the reranker (and later) modules."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from r2r.data.mining import BM25Miner
+from r2r.models.templates import PromptTemplate, encode_pairs
+from r2r.types import CandidateList, RankingGroup, RetrievalDataset, Split
+
+
+@dataclass(frozen=True)
+class PairRef:
+    """One (query, candidate) pair to score during evaluation."""
+
+    candidates: CandidateList
+    position: int
+
+
+@dataclass(frozen=True)
+class PairEncoder:
+    """Turns (query, document) texts into padded model inputs with the backbone's template."""
+
+    tokenizer: Any
+    template: PromptTemplate
+    max_length: int = 256
+    max_query_length: int = 64
+    instruction: str | None = None
+
+    def __call__(self, queries: Sequence[str], documents: Sequence[str]) -> dict[str, torch.Tensor]:
+        return encode_pairs(
+            self.tokenizer,
+            self.template,
+            queries,
+            documents,
+            max_length=self.max_length,
+            max_query_length=self.max_query_length,
+            instruction=self.instruction,
+        )
+
+
+@dataclass(frozen=True)
+class GroupCollator:
+    encoder: PairEncoder
+
+    def __call__(self, groups: list[RankingGroup]) -> dict[str, Any]:
+        size = len(groups[0].passages)
+        if any(len(g.passages) != size for g in groups):
+            raise ValueError("all groups in a batch must have the same size")
+        queries = [g.query.text for g in groups for _ in g.passages]
+        documents = [p.content for g in groups for p in g.passages]
+        # (B * G, L): row b * G + j is group b's passage j; the positive is j == 0.
+        return {**self.encoder(queries, documents), "group_size": size}
+
+
+@dataclass(frozen=True)
+class PairCollator:
+    encoder: PairEncoder
+
+    def __call__(self, refs: list[PairRef]) -> dict[str, Any]:
+        queries = [r.candidates.query.text for r in refs]
+        documents = [r.candidates.passages[r.position].content for r in refs]
+        return {**self.encoder(queries, documents), "refs": refs}
+
+
+class DomainBatchSampler(Sampler[list[int]]):
+    """Shuffled batches that never mix domains (each batch is one domain's groups).
+
+    Re-seeded per epoch from (seed, epoch), so runs are reproducible.
+    """
+
+    def __init__(self, domains: Sequence[str], batch_size: int, *, seed: int = 0) -> None:
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+        self.by_domain: dict[str, list[int]] = {}
+        for index, domain in enumerate(domains):
+            self.by_domain.setdefault(domain, []).append(index)
+
+    def _batches(self, epoch: int) -> list[list[int]]:
+        rng = random.Random(f"{self.seed}/{epoch}")
+        batches = []
+        for domain in sorted(self.by_domain):
+            indices = list(self.by_domain[domain])
+            rng.shuffle(indices)
+            batches += [indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
+        rng.shuffle(batches)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._batches(self.epoch)
+        self.epoch += 1
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return sum(-(-len(v) // self.batch_size) for v in self.by_domain.values())
+
+
+def eval_pairs(lists: Sequence[CandidateList]) -> list[PairRef]:
+    return [PairRef(c, i) for c in lists for i in range(len(c.passages))]
+
+
+class RerankDataModule(L.LightningDataModule):
+    """Training groups, dev and test candidate lists for the selected domains."""
+
+    def __init__(
+        self,
+        datasets: Mapping[str, RetrievalDataset],
+        miner: BM25Miner,
+        encoder: PairEncoder,
+        *,
+        train_batch_size: int = 8,
+        eval_batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.datasets = dict(datasets)
+        self.miner = miner
+        self.encoder = encoder
+        self.train_batch_size = train_batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self._groups: list[RankingGroup] | None = None
+        self._lists: dict[Split, list[CandidateList]] = {}
+
+    @property
+    def domains(self) -> list[str]:
+        return sorted(self.datasets)
+
+    def groups(self) -> list[RankingGroup]:
+        if self._groups is None:
+            self._groups = [
+                g for d in self.domains for g in self.miner.training_groups(self.datasets[d], "train")
+            ]
+        return self._groups
+
+    def candidate_lists(self, split: Split) -> list[CandidateList]:
+        if split not in self._lists:
+            self._lists[split] = [
+                c for d in self.domains for c in self.miner.candidate_lists(self.datasets[d], split)
+            ]
+        return self._lists[split]
+
+    def train_dataloader(self) -> DataLoader:
+        groups = self.groups()
+        if not groups:
+            raise ValueError(f"no training groups for domains {self.domains}")
+        sampler = DomainBatchSampler([g.domain for g in groups], self.train_batch_size, seed=self.seed)
+        return DataLoader(
+            groups,
+            batch_sampler=sampler,
+            collate_fn=GroupCollator(self.encoder),
+            num_workers=self.num_workers,
+        )
+
+    def eval_dataloader(self, lists: Sequence[CandidateList]) -> DataLoader:
+        return DataLoader(
+            eval_pairs(lists),
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            collate_fn=PairCollator(self.encoder),
+            num_workers=self.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_dataloader(self.candidate_lists("dev"))
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_dataloader(self.candidate_lists("test"))

@@ -1,0 +1,190 @@
+"""BM25 candidate mining: evaluation candidate lists and training groups.
+
+Labels come from the qrels; BM25 (bm25s) only decides which non-positives are hard.
+Results are cached on disk as document ids, keyed by a fingerprint of the dataset and of
+every setting that produced them, so a rerun or a sweep over unrelated knobs re-uses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import bm25s
+import numpy as np
+
+from r2r.data.io import write_json_atomic
+from r2r.types import CandidateList, RankingGroup, RetrievalDataset, Split
+
+
+@dataclass(frozen=True)
+class MiningSettings:
+    """Every knob that changes what the miner returns (and so the cache key)."""
+
+    top_k: int = 20  # evaluation candidates per query
+    include_positives: bool = False  # eval variant: add missing positives to the top-k
+    group_size: int = 8  # 1 positive + (group_size - 1) negatives
+    hard_negatives: int = 4  # drawn from the BM25 rank window below; the rest are random
+    hard_skip: int = 0  # non-positives skipped at the very top (false-negative guard)
+    hard_depth: int = 30  # window end, in ranks among non-positives
+    stopwords: str = "en"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.group_size < 2:
+            raise ValueError(
+                f"group_size must be >= 2 (1 positive + negatives), got {self.group_size}"
+            )
+        if not 0 <= self.hard_negatives <= self.group_size - 1:
+            raise ValueError(
+                f"hard_negatives must be in [0, group_size - 1 = {self.group_size - 1}], "
+                f"got {self.hard_negatives}"
+            )
+        if not 0 <= self.hard_skip < self.hard_depth:
+            raise ValueError(
+                f"need 0 <= hard_skip < hard_depth, got {self.hard_skip}, {self.hard_depth}"
+            )
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+
+
+def dataset_fingerprint(dataset: RetrievalDataset) -> str:
+    digest = hashlib.sha256()
+    for doc in dataset.corpus.values():
+        digest.update(f"d\0{doc.id}\0{doc.title}\0{doc.text}\n".encode())
+    for query in dataset.queries.values():
+        digest.update(f"q\0{query.id}\0{query.text}\n".encode())
+    for split in sorted(dataset.qrels):
+        for qid in sorted(dataset.qrels[split]):
+            for doc_id, grade in sorted(dataset.qrels[split][qid].items()):
+                digest.update(f"r\0{split}\0{qid}\0{doc_id}\0{grade}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+class BM25Miner:
+    """Mines candidates and training groups for one dataset with BM25 over its corpus."""
+
+    def __init__(self, settings: MiningSettings, cache_dir: str | Path | None = None) -> None:
+        self.settings = settings
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+
+    # -------------------------------------------------------------- public API
+    def candidate_lists(self, dataset: RetrievalDataset, split: Split) -> list[CandidateList]:
+        """BM25 top-k for each judged query of `split` (with its scores), in query-id order."""
+        s = self.settings
+        key = ("candidates", split, s.top_k, s.include_positives, s.stopwords)
+        cached = self._cached(dataset, key, lambda: self._mine_candidates(dataset, split))
+        judged = dataset.qrels.get(split, {})
+        return [
+            CandidateList(
+                domain=dataset.domain,
+                query=dataset.queries[qid],
+                passages=tuple(dataset.corpus[d] for d, _ in ranked),
+                first_stage_scores=tuple(score for _, score in ranked),
+                relevance=dict(judged[qid]),
+            )
+            for qid, ranked in cached.items()
+        ]
+
+    def training_groups(
+        self, dataset: RetrievalDataset, split: Split = "train"
+    ) -> list[RankingGroup]:
+        """One group per (query, positive): the positive first, then hard and random negatives."""
+        key = ("groups", split, *astuple_without(self.settings, "top_k", "include_positives"))
+        cached = self._cached(dataset, key, lambda: self._mine_groups(dataset, split))
+        return [
+            RankingGroup(
+                domain=dataset.domain,
+                query=dataset.queries[row["query"]],
+                passages=tuple(dataset.corpus[d] for d in row["passages"]),
+            )
+            for row in cached
+        ]
+
+    # -------------------------------------------------------------- mining
+    def _rankings(
+        self, dataset: RetrievalDataset, queries: list[str]
+    ) -> dict[str, list[tuple[str, float]]]:
+        """Full BM25 ranking of the corpus for each query; ties broken by doc id."""
+        doc_ids = sorted(dataset.corpus)
+        texts = [dataset.corpus[d].content for d in doc_ids]
+        retriever = bm25s.BM25()
+        retriever.index(
+            bm25s.tokenize(texts, stopwords=self.settings.stopwords, show_progress=False),
+            show_progress=False,
+        )
+        tokenized = bm25s.tokenize(
+            [dataset.queries[q].text for q in queries],
+            stopwords=self.settings.stopwords,
+            return_ids=False,
+            show_progress=False,
+        )
+        ids = np.array(doc_ids)
+        out: dict[str, list[tuple[str, float]]] = {}
+        for qid, tokens in zip(queries, tokenized, strict=True):
+            scores = retriever.get_scores(tokens)
+            # doc_ids are sorted, so a stable sort on -score keeps id order within ties.
+            order = np.argsort(-scores, kind="stable")
+            out[qid] = [(str(d), float(s)) for d, s in zip(ids[order], scores[order], strict=True)]
+        return out
+
+    def _mine_candidates(self, dataset: RetrievalDataset, split: Split) -> dict[str, list]:
+        s = self.settings
+        qids = [q.id for q in dataset.split_queries(split)]
+        rankings = self._rankings(dataset, qids)
+        out = {}
+        for qid in qids:
+            top = rankings[qid][: s.top_k]
+            if s.include_positives:
+                present = {d for d, _ in top}
+                rank_of = {d: (i, sc) for i, (d, sc) in enumerate(rankings[qid])}
+                missing = [d for d in dataset.positives(split, qid) if d not in present]
+                top = top + [
+                    (d, rank_of[d][1]) for d in sorted(missing, key=lambda d: rank_of[d][0])
+                ]
+            out[qid] = [[d, sc] for d, sc in top]
+        return out
+
+    def _mine_groups(self, dataset: RetrievalDataset, split: Split) -> list[dict]:
+        s = self.settings
+        qids = [q.id for q in dataset.split_queries(split)]
+        rankings = self._rankings(dataset, qids)
+        all_docs = sorted(dataset.corpus)
+        groups = []
+        for qid in qids:
+            positives = dataset.positives(split, qid)
+            excluded = set(positives)
+            window = [d for d, _ in rankings[qid] if d not in excluded][s.hard_skip : s.hard_depth]
+            for pos in positives:
+                # String seeds are hashed with SHA-512 by random.Random: stable across runs.
+                rng = random.Random(f"{s.seed}/{dataset.name}/{qid}/{pos}")
+                hard = rng.sample(window, min(s.hard_negatives, len(window)))
+                taken = excluded | set(hard)
+                pool = [d for d in all_docs if d not in taken]
+                n_random = s.group_size - 1 - len(hard)
+                if n_random > len(pool):
+                    raise ValueError(
+                        f"{dataset.name}: corpus too small for group_size={s.group_size} "
+                        f"(query {qid!r} has {len(pool) + len(hard)} possible negatives)"
+                    )
+                groups.append({"query": qid, "passages": [pos, *hard, *rng.sample(pool, n_random)]})
+        return groups
+
+    # -------------------------------------------------------------- cache
+    def _cached(self, dataset: RetrievalDataset, key: tuple, compute):
+        if self.cache_dir is None:
+            return compute()
+        name = hashlib.sha256(json.dumps([dataset_fingerprint(dataset), *key]).encode()).hexdigest()
+        path = self.cache_dir / f"{dataset.name}-{key[0]}-{key[1]}-{name[:16]}.json"
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+        value = compute()
+        write_json_atomic(path, value)
+        return value
+
+
+def astuple_without(settings: MiningSettings, *names: str) -> tuple:
+    return tuple(v for k, v in asdict(settings).items() if k not in names)

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from r2r.data.mining import BM25Miner, MiningSettings
+from r2r.types import Passage, Query, RetrievalDataset
+
+
+def dataset() -> RetrievalDataset:
+    texts = {
+        "a": "aspirin treats headache pain",
+        "b": "aspirin causes stomach bleeding",
+        "c": "aspirin dose is 100 mg daily",
+        "d": "metformin treats diabetes",
+        "e": "metformin causes nausea",
+        "f": "statins lower cholesterol",
+        "g": "insulin regulates glucose",
+        "h": "ibuprofen treats fever",
+        "i": "vitamin d supports bones",
+        "j": "zinc helps immunity",
+    }
+    corpus = {k: Passage(k, v) for k, v in texts.items()}
+    queries = {
+        "q1": Query("q1", "what side effects does aspirin have"),
+        "q2": Query("q2", "metformin adverse effects"),
+        "q3": Query("q3", "aspirin headache"),
+    }
+    qrels = {"train": {"q1": {"b": 1}, "q2": {"e": 1, "d": 0}}, "dev": {}, "test": {"q3": {"a": 1, "c": 1}}}
+    return RetrievalDataset("toy", "medical", corpus, queries, qrels)
+
+
+def test_candidate_lists_rank_by_bm25_with_id_tie_break() -> None:
+    miner = BM25Miner(MiningSettings(top_k=4))
+    (lst,) = miner.candidate_lists(dataset(), "test")
+    assert lst.query.id == "q3" and lst.domain == "medical"
+    ids = [p.id for p in lst.passages]
+    # 'a' matches both terms; b and c match 'aspirin' only (c is longer, so lower);
+    # the zero-score tail is ordered by id.
+    assert ids == ["a", "b", "c", "d"]
+    assert lst.first_stage_scores[0] > lst.first_stage_scores[1] > lst.first_stage_scores[2]
+    assert lst.first_stage_scores[3] == 0.0
+    assert lst.relevance == {"a": 1, "c": 1}
+
+
+def test_include_positives_appends_missing_positive() -> None:
+    (lst,) = BM25Miner(MiningSettings(top_k=1, include_positives=True)).candidate_lists(dataset(), "test")
+    assert [p.id for p in lst.passages] == ["a", "c"]
+
+
+def test_training_groups_shape_and_negatives() -> None:
+    settings = MiningSettings(group_size=4, hard_negatives=2, hard_skip=0, hard_depth=2, seed=3)
+    groups = BM25Miner(settings).training_groups(dataset())
+    assert [(g.query.id, g.passages[0].id) for g in groups] == [("q1", "b"), ("q2", "e")]
+    for g in groups:
+        ids = [p.id for p in g.passages]
+        assert len(ids) == 4 and len(set(ids)) == 4
+    # q1's window (2 top non-positives) is {a, c}: both are hard; the 4th is random.
+    assert [p.id for p in groups[0].passages] == ["b", "c", "a", "e"]
+    # q2: 'd' (judged 0) ties 'e' and ranks first by id; window = [d, a] (zero-score tail by id).
+    assert [p.id for p in groups[1].passages] == ["e", "d", "a", "f"]
+
+
+def test_groups_are_seeded() -> None:
+    s = dict(group_size=5, hard_negatives=1, hard_depth=5)
+    a = BM25Miner(MiningSettings(**s, seed=0)).training_groups(dataset())
+    b = BM25Miner(MiningSettings(**s, seed=0)).training_groups(dataset())
+    c = BM25Miner(MiningSettings(**s, seed=1)).training_groups(dataset())
+    assert a == b
+    assert a != c
+
+
+def test_cache_round_trip_and_key(tmp_path: Path) -> None:
+    miner = BM25Miner(MiningSettings(top_k=3), cache_dir=tmp_path)
+    first = miner.candidate_lists(dataset(), "test")
+    assert len(list(tmp_path.iterdir())) == 1
+    assert miner.candidate_lists(dataset(), "test") == first
+    assert len(list(tmp_path.iterdir())) == 1  # same settings: served from the cache
+    BM25Miner(MiningSettings(top_k=2), cache_dir=tmp_path).candidate_lists(dataset(), "test")
+    assert len(list(tmp_path.iterdir())) == 2  # a setting changed: a new entry
+
+
+def test_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="group_size"):
+        MiningSettings(group_size=1)
+    with pytest.raises(ValueError, match="hard_negatives"):
+        MiningSettings(group_size=4, hard_negatives=4)
