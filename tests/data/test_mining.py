@@ -27,7 +27,11 @@ def dataset() -> RetrievalDataset:
         "q2": Query("q2", "metformin adverse effects"),
         "q3": Query("q3", "aspirin headache"),
     }
-    qrels = {"train": {"q1": {"b": 1}, "q2": {"e": 1, "d": 0}}, "dev": {}, "test": {"q3": {"a": 1, "c": 1}}}
+    qrels = {
+        "train": {"q1": {"b": 1}, "q2": {"e": 1, "d": 0}},
+        "dev": {},
+        "test": {"q3": {"a": 1, "c": 1}},
+    }
     return RetrievalDataset("toy", "medical", corpus, queries, qrels)
 
 
@@ -45,7 +49,9 @@ def test_candidate_lists_rank_by_bm25_with_id_tie_break() -> None:
 
 
 def test_include_positives_appends_missing_positive() -> None:
-    (lst,) = BM25Miner(MiningSettings(top_k=1, include_positives=True)).candidate_lists(dataset(), "test")
+    (lst,) = BM25Miner(MiningSettings(top_k=1, include_positives=True)).candidate_lists(
+        dataset(), "test"
+    )
     assert [p.id for p in lst.passages] == ["a", "c"]
 
 

@@ -90,7 +90,9 @@ class DomainBatchSampler(Sampler[list[int]]):
         for domain in sorted(self.by_domain):
             indices = list(self.by_domain[domain])
             rng.shuffle(indices)
-            batches += [indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
+            batches += [
+                indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)
+            ]
         rng.shuffle(batches)
         return batches
 
@@ -139,7 +141,9 @@ class RerankDataModule(L.LightningDataModule):
     def groups(self) -> list[RankingGroup]:
         if self._groups is None:
             self._groups = [
-                g for d in self.domains for g in self.miner.training_groups(self.datasets[d], "train")
+                g
+                for d in self.domains
+                for g in self.miner.training_groups(self.datasets[d], "train")
             ]
         return self._groups
 
@@ -154,7 +158,9 @@ class RerankDataModule(L.LightningDataModule):
         groups = self.groups()
         if not groups:
             raise ValueError(f"no training groups for domains {self.domains}")
-        sampler = DomainBatchSampler([g.domain for g in groups], self.train_batch_size, seed=self.seed)
+        sampler = DomainBatchSampler(
+            [g.domain for g in groups], self.train_batch_size, seed=self.seed
+        )
         return DataLoader(
             groups,
             batch_sampler=sampler,

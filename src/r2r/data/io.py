@@ -79,7 +79,9 @@ def _field(obj: dict[str, Any], name: str, path: Path, line: int, *, required: b
             raise DataError("missing", file=path, line=line, field=name)
         return ""
     if not isinstance(value, (str, int)):
-        raise DataError(f"expected a string, got {type(value).__name__}", file=path, line=line, field=name)
+        raise DataError(
+            f"expected a string, got {type(value).__name__}", file=path, line=line, field=name
+        )
     return str(value)
 
 
@@ -94,7 +96,9 @@ def read_corpus(path: Path) -> dict[str, Passage]:
         title = _field(obj, "title", path, line, required=False)
         text = _field(obj, "text", path, line)
         if not text.strip() and not title.strip():
-            raise DataError(f"empty text for document {doc_id!r}", file=path, line=line, field="text")
+            raise DataError(
+                f"empty text for document {doc_id!r}", file=path, line=line, field="text"
+            )
         corpus[doc_id] = Passage(id=doc_id, text=text, title=title)
     return corpus
 
@@ -138,7 +142,10 @@ def read_qrels(
                 grade = int(score)
             except ValueError:
                 raise DataError(
-                    f"score must be an integer, got {score!r}", file=path, line=lineno, field="score"
+                    f"score must be an integer, got {score!r}",
+                    file=path,
+                    line=lineno,
+                    field="score",
                 ) from None
             qrels.setdefault(qid, {})[doc_id] = grade
     return qrels
@@ -201,7 +208,9 @@ def write_beir(dataset: RetrievalDataset, folder: str | Path) -> Path:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         with (tmp / "queries.jsonl").open("w", encoding="utf-8") as fh:
             for query in dataset.queries.values():
-                fh.write(json.dumps({"_id": query.id, "text": query.text}, ensure_ascii=False) + "\n")
+                fh.write(
+                    json.dumps({"_id": query.id, "text": query.text}, ensure_ascii=False) + "\n"
+                )
         for split in SPLITS:
             (tmp / "qrels" / f"{split}.tsv").write_text(
                 _qrels_tsv(dataset.qrels.get(split, {})), encoding="utf-8"

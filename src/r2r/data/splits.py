@@ -17,7 +17,9 @@ def assign_splits(
     non-zero fraction gets at least one query when there are enough queries.
     """
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+        raise ValueError(
+            f"fractions must be three non-negative numbers summing to 1, got {fractions}"
+        )
     ids = sorted(set(query_ids))
     random.Random(seed).shuffle(ids)
     n = len(ids)
@@ -27,7 +29,11 @@ def assign_splits(
         n_dev = max(n_dev, 1 if fractions[1] > 0 else 0)
         n_test = max(n_test, 1 if fractions[2] > 0 else 0)
     n_train = n - n_dev - n_test
-    bounds = {"train": (0, n_train), "dev": (n_train, n_train + n_dev), "test": (n_train + n_dev, n)}
+    bounds = {
+        "train": (0, n_train),
+        "dev": (n_train, n_train + n_dev),
+        "test": (n_train + n_dev, n),
+    }
     out: dict[str, Split] = {}
     for split in SPLITS:
         lo, hi = bounds[split]
