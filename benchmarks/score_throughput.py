@@ -1,0 +1,94 @@
+"""Scoring and training throughput (pairs/s) of a backbone at a fixed prompt length.
+
+    python benchmarks/score_throughput.py --backbone tiny_qwen --length 256 --batch 16
+    python benchmarks/score_throughput.py --backbone smollm2 --length 256 --batch 8 --repeats 2
+
+Prints the figures and writes them to benchmarks/results/throughput-<backbone>-<length>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from r2r.data.io import write_json_atomic
+from r2r.losses import infonce
+from r2r.models.backbones import Backbone, load_gguf_smollm2, load_tiny
+from r2r.models.experts import add_lora
+from r2r.models.scorer import RerankerScorer
+from r2r.models.templates import CHATML_RERANKER, QWEN3_RERANKER, encode_pairs
+
+LOADERS = {
+    "tiny_qwen": lambda: load_tiny("qwen", template=QWEN3_RERANKER),
+    "tiny_mistral": lambda: load_tiny("mistral", template=QWEN3_RERANKER),
+    "smollm2": lambda: load_gguf_smollm2(template=CHATML_RERANKER),
+}
+
+
+def batch_of(backbone: Backbone, length: int, batch: int) -> dict[str, torch.Tensor]:
+    # Long enough documents that every row is cut to exactly `length` tokens.
+    document = " ".join(["the court held that the appeal was dismissed with costs"] * 200)
+    return encode_pairs(
+        backbone.tokenizer,
+        backbone.template,
+        ["what did the court decide on the appeal?"] * batch,
+        [document] * batch,
+        max_length=length,
+        max_query_length=32,
+    )
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", choices=sorted(LOADERS), default="tiny_qwen")
+    parser.add_argument("--length", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+
+    backbone = LOADERS[args.backbone]()
+    inputs = batch_of(backbone, args.length, args.batch)
+    assert inputs["input_ids"].shape == (args.batch, args.length)
+    model = add_lora(backbone.model, r=32, alpha=64)
+    scorer = RerankerScorer.from_backbone(backbone, model)
+
+    def score() -> None:
+        with torch.no_grad():
+            scorer(**inputs)
+
+    def train_step() -> None:
+        loss = infonce(scorer(**inputs).view(-1, args.batch))
+        loss.backward()
+
+    score_s = timed(score, args.repeats)
+    train_s = timed(train_step, args.repeats)
+    figures = {
+        "backbone": args.backbone,
+        "length": args.length,
+        "batch": args.batch,
+        "repeats": args.repeats,
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "score_pairs_per_s": round(args.batch / score_s, 2),
+        "train_pairs_per_s": round(args.batch / train_s, 2),
+    }
+    print(json.dumps(figures, indent=2))
+    write_json_atomic(args.out / f"throughput-{args.backbone}-{args.length}.json", figures)
+
+
+if __name__ == "__main__":
+    main()

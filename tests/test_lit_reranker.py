@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+
+from r2r.data.datamodule import DomainBatchSampler, GroupCollator, PairEncoder
+from r2r.lit_reranker import BestAdapter, RerankerModule
+from r2r.losses import infonce
+from r2r.models.backbones import load_tiny
+from r2r.models.experts import add_lora
+from r2r.models.scorer import RerankerScorer
+from r2r.models.templates import QWEN3_RERANKER
+from r2r.types import Passage, Query, RankingGroup
+
+
+def test_domain_batch_sampler_never_mixes_domains_and_is_seeded() -> None:
+    domains = ["legal"] * 5 + ["medical"] * 3 + ["finance"] * 4
+    sampler = DomainBatchSampler(domains, batch_size=2, seed=7)
+    first = list(sampler)
+    assert len(first) == len(sampler) == 3 + 2 + 2
+    assert sorted(i for b in first for i in b) == list(range(12))
+    for batch in first:
+        assert len({domains[i] for i in batch}) == 1
+    second = list(sampler)  # the next epoch reshuffles...
+    assert second != first
+    again = DomainBatchSampler(domains, batch_size=2, seed=7)
+    assert list(again) == first  # ...and the same seed replays the same epochs
+    assert list(again) == second
+
+
+def make_group(q: str, docs: list[str]) -> RankingGroup:
+    return RankingGroup("legal", Query(q, q), tuple(Passage(d, d) for d in docs))
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return load_tiny("qwen", template=QWEN3_RERANKER, seed=0)
+
+
+def test_training_steps_lower_the_loss_on_a_fixed_batch(backbone) -> None:
+    model = add_lora(backbone.model, r=8, alpha=16)
+    try:
+        module = RerankerModule(
+            RerankerScorer.from_backbone(backbone, model),
+            loss=infonce,
+            optimizer=partial(torch.optim.AdamW, lr=1e-2),
+        )
+        encoder = PairEncoder(
+            backbone.tokenizer, backbone.template, max_length=128, max_query_length=16
+        )
+        batch = GroupCollator(encoder)(
+            [
+                make_group(
+                    "bail for the accused", ["bail granted", "penalty is death", "appeal dismissed"]
+                ),
+                make_group(
+                    "sentence imposed", ["sentenced to ten years", "bail refused", "court held"]
+                ),
+            ]
+        )
+        assert batch["input_ids"].shape[0] == 6 and batch["group_size"] == 3
+        optimizer = module.configure_optimizers()
+        trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+        assert trainable and all("lora_" in n for n in trainable)
+        losses = []
+        for _ in range(15):
+            optimizer.zero_grad()
+            loss = infonce(module.scorer(batch["input_ids"], batch["attention_mask"]).view(-1, 3))
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        assert losses[-1] < 0.5 * losses[0]
+    finally:
+        model.unload()
+
+
+class _Toy(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.frozen = torch.nn.Parameter(torch.ones(1), requires_grad=False)
+
+
+class _FakeTrainer:
+    sanity_checking = False
+
+    def __init__(self) -> None:
+        self.callback_metrics: dict[str, torch.Tensor] = {}
+        self.global_step = 0
+
+
+def test_best_adapter_restores_the_best_trainable_weights() -> None:
+    module, trainer = _Toy(), _FakeTrainer()
+    callback = BestAdapter(monitor="val/all/ndcg@10", mode="max")
+    for step, (w, score) in enumerate([(1.0, 10.0), (2.0, 30.0), (3.0, 20.0)]):
+        module.w.data.fill_(w)
+        trainer.global_step = step
+        trainer.callback_metrics = {"val/all/ndcg@10": torch.tensor(score)}
+        callback.on_validation_end(trainer, module)
+    assert (callback.best, callback.best_step) == (30.0, 1)
+    callback.on_fit_end(trainer, module)
+    assert module.w.item() == 2.0
+    assert module.frozen.item() == 1.0
+
+
+def test_best_adapter_names_a_missing_monitor() -> None:
+    trainer = _FakeTrainer()
+    trainer.callback_metrics = {"val/all/mrr@10": torch.tensor(1.0)}
+    with pytest.raises(KeyError, match="val/all/ndcg@10"):
+        BestAdapter().on_validation_end(trainer, _Toy())
