@@ -69,6 +69,12 @@ def test_outputs_written(finished) -> None:
     for domain in ("legal", "medical", "finance"):
         files = sorted(p.name for p in (out / "experts" / domain).iterdir())
         assert files == ["adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == [
+        "bm25.trec",
+        "fine_tuned.trec",
+        "qrels.test.trec",
+        "zero_shot.trec",
+    ]
 
 
 def test_saved_expert_reproduces_fine_tuned_scores_with_plain_peft(finished) -> None:
@@ -91,6 +97,39 @@ def test_saved_expert_reproduces_fine_tuned_scores_with_plain_peft(finished) -> 
         assert again[f"fine_tuned/legal/{name}"] == pytest.approx(
             metrics[f"fine_tuned/legal/{name}"]
         )
+
+
+@pytest.mark.parametrize("stage", ["zero_shot", "fine_tuned"])
+def test_metrics_match_ir_measures_on_the_same_run(finished, stage: str) -> None:
+    """The run files the job wrote, scored by ir-measures (trec_eval), give the same numbers.
+
+    Model scores have no ties; BM25's zero-score tail does, and trec_eval breaks ties
+    differently (by doc id descending), so the BM25 row is not compared here.
+    """
+    import ir_measures
+    from ir_measures import RR, P, R, nDCG
+
+    _, metrics, out = finished
+    qrels = list(ir_measures.read_trec_qrels(str(out / "runs" / "qrels.test.trec")))
+    run_rows = list(ir_measures.read_trec_run(str(out / "runs" / f"{stage}.trec")))
+    per_query: dict[str, list[float]] = {}
+    for r in run_rows:
+        per_query.setdefault(r.query_id, []).append(r.score)
+    assert all(len(set(s)) == len(s) for s in per_query.values()), "tied scores: not comparable"
+    measures = {"ndcg": nDCG, "mrr": RR, "precision": P, "recall": R}
+    for domain in ("legal", "medical", "finance", "all"):
+        keep = (lambda q: True) if domain == "all" else (lambda q, d=domain: q.startswith(d + "/"))
+        wanted = [measures[m] @ k for m in measures for k in (5, 10)]
+        got = ir_measures.calc_aggregate(
+            wanted,
+            [q for q in qrels if keep(q.query_id)],
+            [r for r in run_rows if keep(r.query_id)],
+        )
+        for name in measures:
+            for k in (5, 10):
+                assert 100 * got[measures[name] @ k] == pytest.approx(
+                    metrics[f"{stage}/{domain}/{name}@{k}"], abs=1e-4
+                ), (domain, name, k)
 
 
 def test_run_py_entrypoint(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from r2r.metrics import METRICS, RankingEvaluator
+from r2r.metrics import METRICS, RankingEvaluator, rank
 from r2r.types import CandidateList, ScoredList
 
 KS: tuple[int, ...] = (5, 10)
@@ -42,3 +42,29 @@ def results_table(metrics: Mapping[str, float], stages: Sequence[str]) -> str:
             cells = ["–" if v is None else f"{v:.1f}" for v in values]
             lines.append(f"| {stage} | {domain} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def trec_run(scored: Iterable[ScoredList], tag: str) -> str:
+    """TREC run lines `qid Q0 doc rank score tag`, in r2r's ranking order (ties by doc id).
+
+    Query ids are `domain/qid`: the same id may occur in two domains.
+    """
+    lines = []
+    for item in scored:
+        c = item.candidates
+        ranked = rank([p.id for p in c.passages], item.scores)
+        score_of = {p.id: s for p, s in zip(c.passages, item.scores, strict=True)}
+        lines += [
+            f"{c.domain}/{c.query.id} Q0 {doc} {i} {score_of[doc]!r} {tag}"
+            for i, doc in enumerate(ranked, start=1)
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def trec_qrels(lists: Iterable[CandidateList]) -> str:
+    """TREC qrels lines `qid 0 doc grade` for the lists' judgments (`domain/qid` ids)."""
+    return "".join(
+        f"{c.domain}/{c.query.id} 0 {doc} {grade}\n"
+        for c in lists
+        for doc, grade in sorted(c.relevance.items())
+    )

@@ -18,11 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 from r2r.data.datamodule import PairEncoder, RerankDataModule
 from r2r.data.io import write_json_atomic, write_text_atomic
 from r2r.data.mining import BM25Miner
-from r2r.evaluation import evaluate, first_stage, results_table
+from r2r.evaluation import evaluate, first_stage, results_table, trec_qrels, trec_run
 from r2r.lit_reranker import BestAdapter, RerankerModule
 from r2r.models.experts import add_lora, save_adapter
 from r2r.models.scorer import RerankerScorer
-from r2r.types import RetrievalDataset, ScoredList
+from r2r.types import RetrievalDataset
 
 log = logging.getLogger(__name__)
 STAGES = ("bm25", "zero_shot", "fine_tuned")
@@ -60,7 +60,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         return RerankDataModule(domains, miner, encoder, seed=cfg.seed, **cfg.datamodule)
 
     every_domain = datamodule(datasets)
-    metrics = evaluate(first_stage(every_domain.candidate_lists("test")), "bm25")
+    test_lists = every_domain.candidate_lists("test")
+    scored = {"bm25": first_stage(test_lists)}
+    metrics = evaluate(scored["bm25"], "bm25")
 
     # Zero-shot: the frozen backbone as it comes, on every domain's test lists at once.
     zero_shot = RerankerModule(
@@ -70,11 +72,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
         test_stage="zero_shot",
     )
     make_trainer(cfg, loggers, []).test(zero_shot, datamodule=every_domain, verbose=False)
-    metrics |= evaluate(zero_shot.last_scored, "zero_shot")
+    scored["zero_shot"] = zero_shot.last_scored
+    metrics |= evaluate(scored["zero_shot"], "zero_shot")
 
     # One expert per domain, each trained from the same frozen base and scored on its own
     # domain's test lists; the pooled `fine_tuned/all` row routes each query to its expert.
-    fine_tuned: list[ScoredList] = []
+    scored["fine_tuned"] = []
     model = backbone.model
     for domain, dataset in datasets.items():
         log.info("training the %s expert", domain)
@@ -90,14 +93,18 @@ def run(cfg: DictConfig) -> dict[str, float]:
         trainer = make_trainer(cfg, loggers, [BestAdapter(**cfg.best_adapter)])
         trainer.fit(module, datamodule=dm)
         trainer.test(module, datamodule=dm, verbose=False)
-        fine_tuned += module.last_scored
+        scored["fine_tuned"] += module.last_scored
         save_adapter(model, out / "experts" / domain)
         model = model.unload()  # back to the bare base for the next domain
-    metrics |= evaluate(fine_tuned, "fine_tuned")
+    metrics |= evaluate(scored["fine_tuned"], "fine_tuned")
 
     wall = time.perf_counter() - started
     table = results_table(metrics, STAGES)
     write_text_atomic(out / "results.md", table)
+    # TREC files let any trec_eval-compatible tool re-score the run.
+    write_text_atomic(out / "runs" / "qrels.test.trec", trec_qrels(test_lists))
+    for stage, items in scored.items():
+        write_text_atomic(out / "runs" / f"{stage}.trec", trec_run(items, stage))
     write_json_atomic(
         out / "results.json",
         {
