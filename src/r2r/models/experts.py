@@ -7,13 +7,14 @@ without r2r. The frozen base is never written.
 
 from __future__ import annotations
 
-import shutil
-import uuid
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
+
+from r2r.data.io import atomic_path
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # The paper's LoRA: rank 32, alpha 64, on the attention projections.
@@ -50,15 +51,13 @@ def add_lora(
 def save_adapter(model: PeftModel, folder: str | Path, *, adapter_name: str = "default") -> Path:
     """Write one adapter (config + weights, no base weights) to ``folder``, atomically.
 
-    Saved into a temporary sibling folder, then renamed into place, so a crash never
+    Staged beside ``folder`` and moved into place whole (`atomic_path`), so a crash never
     leaves a half-written expert where a loader would find it.
     """
     folder = Path(folder)
     if adapter_name not in model.peft_config:
         raise ValueError(f"no adapter {adapter_name!r}; have {sorted(model.peft_config)}")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_path(folder) as staged, tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         model.save_pretrained(
             tmp,
             selected_adapters=[adapter_name],
@@ -66,23 +65,12 @@ def save_adapter(model: PeftModel, folder: str | Path, *, adapter_name: str = "d
             save_embedding_layers=False,
         )
         # peft nests every adapter but "default" in a subfolder named after it.
-        saved = tmp if adapter_name == "default" else tmp / adapter_name
-        for name in ADAPTER_FILES:
-            if not (saved / name).is_file():
-                raise RuntimeError(f"peft did not write {name} for adapter {adapter_name!r}")
-        staged = folder.parent / f".{folder.name}.new-{uuid.uuid4().hex[:8]}"
+        saved = Path(tmp) if adapter_name == "default" else Path(tmp) / adapter_name
         staged.mkdir()
         for name in ADAPTER_FILES:  # peft's README model card is left behind on purpose
+            if not (saved / name).is_file():
+                raise RuntimeError(f"peft did not write {name} for adapter {adapter_name!r}")
             (saved / name).rename(staged / name)
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-            folder.rename(old)
-            staged.rename(folder)
-            shutil.rmtree(old)
-        else:
-            staged.rename(folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
