@@ -20,12 +20,14 @@ OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml")
 def test_groups_present() -> None:
     assert GROUPS == [
         "backbone",
+        "curriculum",
         "data",
         "debug",
         "domain",
         "experiment",
         "logger",
         "loss",
+        "masking",
         "trainer",
     ]
 
@@ -46,6 +48,7 @@ def test_default_is_tiny_synthetic_on_all_domains(make_cfg) -> None:
     assert list(cfg.domains) == ["legal", "medical", "finance"]
     assert sorted(cfg.data.sources) == ["finance", "legal", "medical"]
     assert cfg.trainer.accelerator == "cpu"
+    assert cfg.curriculum.name == "direct" and cfg.curriculum.stage1 is None
     # The paper's LoRA settings stay the base defaults.
     assert (cfg.lora.r, cfg.lora.alpha) == (32, 64)
     assert list(cfg.lora.target_modules) == ["q_proj", "k_proj", "v_proj", "o_proj"]

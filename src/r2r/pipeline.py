@@ -1,4 +1,5 @@
-"""The main job: data -> BM25 baseline -> zero-shot backbone -> one LoRA expert per domain.
+"""The main job: data -> BM25 baseline -> zero-shot backbone -> [EAG stage 1] -> one LoRA
+expert per domain.
 
 This is the only module that reads the Hydra config; everything it calls takes plain
 arguments. Returns the flat metric dict (keys `stage/domain/metric@k`).
@@ -20,12 +21,12 @@ from r2r.data.io import write_json_atomic, write_text_atomic
 from r2r.data.mining import BM25Miner
 from r2r.evaluation import evaluate, first_stage, results_table, trec_qrels, trec_run
 from r2r.lit_reranker import BestAdapter, RerankerModule
-from r2r.models.experts import add_lora, save_adapter
+from r2r.models.experts import add_lora, save_adapter, start_expert
 from r2r.models.scorer import RerankerScorer
 from r2r.types import RetrievalDataset
 
 log = logging.getLogger(__name__)
-STAGES = ("bm25", "zero_shot", "fine_tuned")
+STAGES = ("bm25", "zero_shot", "stage1", "fine_tuned")
 
 
 def load_datasets(cfg: DictConfig) -> dict[str, RetrievalDataset]:
@@ -41,8 +42,35 @@ def load_datasets(cfg: DictConfig) -> dict[str, RetrievalDataset]:
     return {d: instantiate(sources[d]) for d in cfg.domains if d in sources}
 
 
-def make_trainer(cfg: DictConfig, loggers: list, callbacks: list) -> L.Trainer:
-    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+def fit_adapter(
+    cfg: DictConfig,
+    scorer: RerankerScorer,
+    datamodule: RerankDataModule,
+    loggers: list,
+    *,
+    steps: int,
+    monitor: str,
+    test_stage: str,
+) -> RerankerModule:
+    """Train the scorer's adapter for `steps`, keep the best `monitor` weights, then test."""
+    module = RerankerModule(
+        scorer,
+        loss=instantiate(cfg.loss),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler, num_training_steps=steps)
+        if cfg.get("scheduler")
+        else None,
+        test_stage=test_stage,
+    )
+    trainer = instantiate(
+        cfg.trainer,
+        max_steps=steps,
+        logger=loggers or False,
+        callbacks=[BestAdapter(monitor=monitor, mode=cfg.best_adapter.mode)],
+    )
+    trainer.fit(module, datamodule=datamodule)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    return module
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -56,8 +84,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     backbone = instantiate(cfg.backbone)
     encoder = PairEncoder(backbone.tokenizer, backbone.template, **cfg.inputs)
 
-    def datamodule(domains: dict[str, RetrievalDataset]) -> RerankDataModule:
-        return RerankDataModule(domains, miner, encoder, seed=cfg.seed, **cfg.datamodule)
+    def datamodule(domains: dict[str, RetrievalDataset], masker=None) -> RerankDataModule:
+        return RerankDataModule(
+            domains, miner, encoder, masker=masker, seed=cfg.seed, **cfg.datamodule
+        )
 
     every_domain = datamodule(datasets)
     test_lists = every_domain.candidate_lists("test")
@@ -71,31 +101,53 @@ def run(cfg: DictConfig) -> dict[str, float]:
         optimizer=instantiate(cfg.optimizer),
         test_stage="zero_shot",
     )
-    make_trainer(cfg, loggers, []).test(zero_shot, datamodule=every_domain, verbose=False)
+    tester = instantiate(cfg.trainer, logger=loggers or False)
+    tester.test(zero_shot, datamodule=every_domain, verbose=False)
     scored["zero_shot"] = zero_shot.last_scored
     metrics |= evaluate(scored["zero_shot"], "zero_shot")
 
-    # One expert per domain, each trained from the same frozen base and scored on its own
-    # domain's test lists; the pooled `fine_tuned/all` row routes each query to its expert.
+    # EAG stage 1 (curriculum=eag): one adapter on the union of the selected domains'
+    # training groups, abstracted by the masking strategy; dev and test stay unmasked.
+    base = backbone.model
+    stage1 = cfg.curriculum.stage1
+    stage1_dir: Path | None = None
+    if stage1 and stage1.from_adapter:
+        stage1_dir = Path(stage1.from_adapter)
+    elif stage1:
+        log.info("stage 1: one adapter on %s, masking=%s", list(datasets), cfg.masking._target_)
+        model = add_lora(base, **cfg.lora)
+        module = fit_adapter(
+            cfg,
+            RerankerScorer.from_backbone(backbone, model),
+            datamodule(datasets, masker=instantiate(cfg.masking)),
+            loggers,
+            steps=stage1.max_steps,
+            monitor=stage1.monitor,
+            test_stage="stage1",
+        )
+        scored["stage1"] = module.last_scored
+        metrics |= evaluate(scored["stage1"], "stage1")
+        stage1_dir = save_adapter(model, out / "stage1")
+        model.unload()
+
+    # Stage 2: one expert per domain (from the stage-1 adapter under EAG, else fresh), each
+    # scored on its own domain's test lists; `fine_tuned/all` routes each query to its expert.
     scored["fine_tuned"] = []
-    model = backbone.model
     for domain, dataset in datasets.items():
         log.info("training the %s expert", domain)
-        model = add_lora(model, **cfg.lora)
-        module = RerankerModule(
+        model = start_expert(base, init_from=stage1_dir, **cfg.lora)
+        module = fit_adapter(
+            cfg,
             RerankerScorer.from_backbone(backbone, model),
-            loss=instantiate(cfg.loss),
-            optimizer=instantiate(cfg.optimizer),
-            scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+            datamodule({domain: dataset}),
+            loggers,
+            steps=cfg.trainer.max_steps,
+            monitor=cfg.best_adapter.monitor,
             test_stage="fine_tuned",
         )
-        dm = datamodule({domain: dataset})
-        trainer = make_trainer(cfg, loggers, [BestAdapter(**cfg.best_adapter)])
-        trainer.fit(module, datamodule=dm)
-        trainer.test(module, datamodule=dm, verbose=False)
         scored["fine_tuned"] += module.last_scored
         save_adapter(model, out / "experts" / domain)
-        model = model.unload()  # back to the bare base for the next domain
+        model.unload()  # back to the bare base for the next domain
     metrics |= evaluate(scored["fine_tuned"], "fine_tuned")
 
     wall = time.perf_counter() - started

@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from r2r.data.masking.strategies import Masker, mask_groups
 from r2r.data.mining import BM25Miner
 from r2r.models.templates import PromptTemplate, encode_pairs
 from r2r.types import CandidateList, RankingGroup, RetrievalDataset, Split
@@ -110,7 +111,8 @@ def eval_pairs(lists: Sequence[CandidateList]) -> list[PairRef]:
 
 
 class RerankDataModule(L.LightningDataModule):
-    """Training groups, dev and test candidate lists for the selected domains."""
+    """Training groups (optionally masked, EAG stage 1), dev and test candidate lists for
+    the selected domains."""
 
     def __init__(
         self,
@@ -118,6 +120,7 @@ class RerankDataModule(L.LightningDataModule):
         miner: BM25Miner,
         encoder: PairEncoder,
         *,
+        masker: Masker | None = None,
         train_batch_size: int = 8,
         eval_batch_size: int = 32,
         num_workers: int = 0,
@@ -127,6 +130,7 @@ class RerankDataModule(L.LightningDataModule):
         self.datasets = dict(datasets)
         self.miner = miner
         self.encoder = encoder
+        self.masker = masker
         self.train_batch_size = train_batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -140,11 +144,15 @@ class RerankDataModule(L.LightningDataModule):
 
     def groups(self) -> list[RankingGroup]:
         if self._groups is None:
-            self._groups = [
+            groups = [
                 g
                 for d in self.domains
                 for g in self.miner.training_groups(self.datasets[d], "train")
             ]
+            if self.masker is not None:
+                # Only training groups are abstracted; dev and test lists stay as they are.
+                groups = mask_groups(groups, self.masker.fit(groups), seed=self.seed)
+            self._groups = groups
         return self._groups
 
     def candidate_lists(self, split: Split) -> list[CandidateList]:

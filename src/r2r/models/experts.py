@@ -105,3 +105,13 @@ def load_adapter(
     if not trainable:
         model.eval()
     return model
+
+
+def start_expert(
+    base_model: nn.Module, *, init_from: str | Path | None = None, **lora: object
+) -> PeftModel:
+    """A trainable expert on `base_model`: a fresh LoRA (`add_lora(**lora)`), or, for EAG
+    stage 2, a trainable copy of the stage-1 adapter saved in `init_from`."""
+    if init_from is None:
+        return add_lora(base_model, **lora)
+    return load_adapter(base_model, init_from, trainable=True)

@@ -1,0 +1,75 @@
+"""EAG curriculum: stage 1 on the masked union, stage 2 experts start from stage 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from r2r.models.backbones import load_tiny
+from r2r.models.experts import add_lora, save_adapter, start_expert
+from r2r.models.templates import QWEN3_RERANKER
+from r2r.pipeline import run
+
+
+def lora_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+
+
+def test_stage2_expert_starts_from_the_stage1_weights(tmp_path: Path) -> None:
+    base = load_tiny("qwen", template=QWEN3_RERANKER, seed=0).model
+    stage1 = add_lora(base, r=4, alpha=8)
+    with torch.no_grad():
+        for name, p in stage1.named_parameters():
+            if "lora_B" in name:
+                p.normal_(generator=torch.Generator().manual_seed(1))
+    expected = lora_state(stage1)
+    save_adapter(stage1, tmp_path / "stage1")
+    stage1.unload()
+
+    expert = start_expert(base, init_from=tmp_path / "stage1", r=4, alpha=8)
+    got = lora_state(expert)
+    assert got.keys() == expected.keys()
+    for name in expected:
+        assert torch.equal(got[name], expected[name]), name
+    assert all(p.requires_grad for n, p in expert.named_parameters() if "lora_" in n)
+    assert not any(p.requires_grad for n, p in expert.named_parameters() if "lora_" not in n)
+    expert.unload()
+
+    fresh = start_expert(base, r=4, alpha=8)  # direct fine-tuning: B = 0
+    assert all(torch.count_nonzero(p) == 0 for n, p in fresh.named_parameters() if "lora_B" in n)
+    fresh.unload()
+
+
+def test_eag_pipeline_hands_stage1_to_every_expert(make_cfg) -> None:
+    """With zero stage-2 steps, every saved expert must equal the stage-1 adapter."""
+    cfg = make_cfg(
+        "debug=fast",
+        "domain=all",
+        "curriculum=eag",
+        "masking=entity",
+        "trainer.max_steps=0",
+        "curriculum.stage1.max_steps=4",
+        "curriculum.stage1.monitor=val/all/precision@5",
+    )
+    metrics = run(cfg)
+    out = Path(cfg.paths.output)
+    stage1 = load_file(out / "stage1" / "adapter_model.safetensors")
+    assert stage1 and any(torch.count_nonzero(t) for k, t in stage1.items() if "lora_B" in k)
+    for domain in ("legal", "medical", "finance"):
+        expert = load_file(out / "experts" / domain / "adapter_model.safetensors")
+        assert expert.keys() == stage1.keys()
+        assert all(torch.equal(expert[k], stage1[k]) for k in stage1), domain
+    assert {"stage1/all/precision@5", "stage1/legal/ndcg@10", "fine_tuned/all/ndcg@10"} <= set(
+        metrics
+    )
+    assert "| stage1 | all |" in (out / "results.md").read_text()
+
+
+@pytest.mark.parametrize("masking", ["none", "predictive", "random"])
+def test_eag_runs_with_every_masking(make_cfg, masking: str) -> None:
+    metrics = run(make_cfg("debug=fast", "domain=legal", "curriculum=eag", f"masking={masking}"))
+    assert 0.0 <= metrics["stage1/legal/ndcg@10"] <= 100.0
+    assert 0.0 <= metrics["fine_tuned/legal/ndcg@10"] <= 100.0
