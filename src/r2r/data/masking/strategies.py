@@ -245,6 +245,26 @@ class EntityMasking:
         return MaskStats(masked, total, n_spans)
 
 
+class _TokenMasker:
+    """Shared by the strategies that replace word tokens by [MASK]: a subclass decides
+    which tokens (`_masks`); applying them and counting them is the same for all."""
+
+    def _masks(self, group: RankingGroup, seed: int) -> tuple[list, list[list[bool]], int]:
+        raise NotImplementedError
+
+    def __call__(self, group: RankingGroup, seed: int) -> RankingGroup:
+        tokens, masked, _ = self._masks(group, seed)
+        texts = [
+            _mask_tokens(t, toks, m)
+            for t, toks, m in zip(group_texts(group), tokens, masked, strict=True)
+        ]
+        return _with_texts(group, texts)
+
+    def mask_stats(self, group: RankingGroup, seed: int) -> MaskStats:
+        tokens, masked, n_spans = self._masks(group, seed)
+        return MaskStats(sum(map(sum, masked)), sum(map(len, tokens)), n_spans)
+
+
 # ----------------------------------------------------------------------------- predictive
 Ngram = tuple[str, ...]
 
@@ -257,7 +277,7 @@ def _words(text: str) -> list[str]:
     return [w.casefold() for w in _WORD.findall(text)]
 
 
-class PredictiveMasking:
+class PredictiveMasking(_TokenMasker):
     """Masks the surface cues most predictive of relevance on the training set.
 
     `fit` scores each lowercased word n-gram (n <= max_ngram) by the smoothed log-odds ratio
@@ -360,21 +380,9 @@ class PredictiveMasking:
                     masked[ti][j] = True
         return tokens, masked, n_spans
 
-    def __call__(self, group: RankingGroup, seed: int) -> RankingGroup:
-        tokens, masked, _ = self._masks(group, seed)
-        texts = [
-            _mask_tokens(t, toks, m)
-            for t, toks, m in zip(group_texts(group), tokens, masked, strict=True)
-        ]
-        return _with_texts(group, texts)
-
-    def mask_stats(self, group: RankingGroup, seed: int) -> MaskStats:
-        tokens, masked, n_spans = self._masks(group, seed)
-        return MaskStats(sum(map(sum, masked)), sum(map(len, tokens)), n_spans)
-
 
 # ----------------------------------------------------------------------------- random
-class RandomMasking:
+class RandomMasking(_TokenMasker):
     """The control: random word spans -> [MASK] (one per token) at `rate` of the group's word
     tokens (query, titles, passages). With `match=EntityMasking(...)` (or any strategy with a
     `mask_stats` method), `fit` measures that strategy's masking rate (masked / all word
@@ -436,15 +444,3 @@ class RandomMasking:
                     count += 1
             free = [k for k in free if not masked[flat[k][0]][flat[k][1]]]
         return tokens, masked, n_spans
-
-    def __call__(self, group: RankingGroup, seed: int) -> RankingGroup:
-        tokens, masked, _ = self._masks(group, seed)
-        texts = [
-            _mask_tokens(t, toks, m)
-            for t, toks, m in zip(group_texts(group), tokens, masked, strict=True)
-        ]
-        return _with_texts(group, texts)
-
-    def mask_stats(self, group: RankingGroup, seed: int) -> MaskStats:
-        tokens, masked, n_spans = self._masks(group, seed)
-        return MaskStats(sum(map(sum, masked)), sum(map(len, tokens)), n_spans)
