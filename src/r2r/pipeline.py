@@ -7,7 +7,6 @@ arguments. Returns the flat metric dict (keys `stage/domain/metric@k`).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -170,5 +169,4 @@ def run(cfg: DictConfig) -> dict[str, float]:
         logger.save()
     print(table)
     print(f"results: {out / 'results.json'} ({wall:.0f} s)")
-    log.debug(json.dumps(metrics))
     return metrics
