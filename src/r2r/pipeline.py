@@ -49,9 +49,11 @@ def fit_adapter(
     *,
     steps: int,
     monitor: str,
-    test_stage: str,
+    test_stage: str | None,
+    trainer_overrides: dict | None = None,
 ) -> RerankerModule:
-    """Train the scorer's adapter for `steps`, keep the best `monitor` weights, then test."""
+    """Train the scorer's adapter for `steps`, keep the best `monitor` weights, then test
+    (unless `test_stage` is None). `trainer_overrides` replace `cfg.trainer` keys."""
     module = RerankerModule(
         scorer,
         loss=instantiate(cfg.loss),
@@ -59,16 +61,18 @@ def fit_adapter(
         scheduler=instantiate(cfg.scheduler, num_training_steps=steps)
         if cfg.get("scheduler")
         else None,
-        test_stage=test_stage,
+        test_stage=test_stage or "test",
     )
     trainer = instantiate(
         cfg.trainer,
+        **(trainer_overrides or {}),
         max_steps=steps,
         logger=loggers or False,
         callbacks=[BestAdapter(monitor=monitor, mode=cfg.best_adapter.mode)],
     )
     trainer.fit(module, datamodule=datamodule)
-    trainer.test(module, datamodule=datamodule, verbose=False)
+    if test_stage is not None:
+        trainer.test(module, datamodule=datamodule, verbose=False)
     return module
 
 
@@ -94,16 +98,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
     metrics = evaluate(scored["bm25"], "bm25")
 
     # Zero-shot: the frozen backbone as it comes, on every domain's test lists at once.
-    zero_shot = RerankerModule(
-        RerankerScorer.from_backbone(backbone),
-        loss=instantiate(cfg.loss),
-        optimizer=instantiate(cfg.optimizer),
-        test_stage="zero_shot",
-    )
-    tester = instantiate(cfg.trainer, logger=loggers or False)
-    tester.test(zero_shot, datamodule=every_domain, verbose=False)
-    scored["zero_shot"] = zero_shot.last_scored
-    metrics |= evaluate(scored["zero_shot"], "zero_shot")
+    if cfg.zero_shot:
+        zero_shot = RerankerModule(
+            RerankerScorer.from_backbone(backbone),
+            loss=instantiate(cfg.loss),
+            optimizer=instantiate(cfg.optimizer),
+            test_stage="zero_shot",
+        )
+        tester = instantiate(cfg.trainer, logger=loggers or False)
+        tester.test(zero_shot, datamodule=every_domain, verbose=False)
+        scored["zero_shot"] = zero_shot.last_scored
+        metrics |= evaluate(scored["zero_shot"], "zero_shot")
 
     # EAG stage 1 (curriculum=eag): one adapter on the union of the selected domains'
     # training groups, abstracted by the masking strategy; dev and test stay unmasked.
@@ -122,10 +127,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
             loggers,
             steps=stage1.max_steps,
             monitor=stage1.monitor,
-            test_stage="stage1",
+            test_stage="stage1" if stage1.test else None,
+            trainer_overrides=OmegaConf.to_container(stage1.trainer) if stage1.trainer else None,
         )
-        scored["stage1"] = module.last_scored
-        metrics |= evaluate(scored["stage1"], "stage1")
+        if stage1.test:
+            scored["stage1"] = module.last_scored
+            metrics |= evaluate(scored["stage1"], "stage1")
         stage1_dir = save_adapter(model, out / "stage1")
         model.unload()
 

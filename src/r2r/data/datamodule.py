@@ -124,9 +124,16 @@ class RerankDataModule(L.LightningDataModule):
         train_batch_size: int = 8,
         eval_batch_size: int = 32,
         num_workers: int = 0,
+        max_queries: Mapping[str, int | None] | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
+        limits = {k: v for k, v in (max_queries or {}).items() if v is not None}
+        if bad := sorted(set(limits) - {"dev", "test"}):
+            raise ValueError(f"max_queries limits the dev and test splits only, got {bad}")
+        if bad := sorted(k for k, v in limits.items() if v < 1):
+            raise ValueError(f"max_queries must be at least 1, got {limits} for {bad}")
+        self.max_queries = limits
         self.datasets = dict(datasets)
         self.miner = miner
         self.encoder = encoder
@@ -156,10 +163,18 @@ class RerankDataModule(L.LightningDataModule):
         return self._groups
 
     def candidate_lists(self, split: Split) -> list[CandidateList]:
+        """BM25 candidate lists of `split`, domain by domain; under `max_queries`, a seeded
+        sample of at most that many queries per domain (the same sample in every run)."""
         if split not in self._lists:
-            self._lists[split] = [
-                c for d in self.domains for c in self.miner.candidate_lists(self.datasets[d], split)
-            ]
+            limit = self.max_queries.get(split)
+            self._lists[split] = []
+            for d in self.domains:
+                lists = self.miner.candidate_lists(self.datasets[d], split)
+                if limit is not None and len(lists) > limit:
+                    rng = random.Random(f"{self.seed}:{d}:{split}")
+                    keep = set(rng.sample(range(len(lists)), limit))
+                    lists = [c for i, c in enumerate(lists) if i in keep]
+                self._lists[split] += lists
         return self._lists[split]
 
     def train_dataloader(self) -> DataLoader:
