@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,39 @@ def test_eag_runs_with_every_masking(make_cfg, masking: str) -> None:
     metrics = run(make_cfg("debug=fast", "domain=legal", "curriculum=eag", f"masking={masking}"))
     assert 0.0 <= metrics["stage1/legal/ndcg@10"] <= 100.0
     assert 0.0 <= metrics["fine_tuned/legal/ndcg@10"] <= 100.0
+
+
+def test_optional_rows_and_stage1_trainer_settings(make_cfg) -> None:
+    """zero_shot=false and stage1.test=false drop those rows; stage1.trainer validates stage 1
+    alone (every 2 of its 4 steps) while stage 2 keeps `trainer`'s no-validation setting."""
+    cfg = make_cfg(
+        "debug=fast",
+        "domain=legal",
+        "curriculum=eag",
+        "logger=csv",
+        "zero_shot=false",
+        "trainer.limit_val_batches=0",
+        "curriculum.stage1.max_steps=4",
+        "curriculum.stage1.test=false",
+        "curriculum.stage1.trainer={limit_val_batches:1.0,val_check_interval:2}",
+    )
+    metrics = run(cfg)
+    assert {key.split("/")[0] for key in metrics} == {
+        "bm25",
+        "bm25:test_seen",
+        "fine_tuned",
+        "fine_tuned:test_seen",
+    }
+    rows = list(
+        csv.DictReader((Path(cfg.paths.output) / "csv" / "version_0" / "metrics.csv").open())
+    )
+    validations = [r for r in rows if r.get("val/all/precision@5")]
+    assert len(validations) == 2
+    assert sorted(p.name for p in (Path(cfg.paths.output) / "runs").iterdir()) == [
+        "bm25.test_seen.trec",
+        "bm25.trec",
+        "fine_tuned.test_seen.trec",
+        "fine_tuned.trec",
+        "qrels.test.trec",
+        "qrels.test_seen.trec",
+    ]

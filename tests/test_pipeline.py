@@ -47,9 +47,11 @@ def finished(tmp_path_factory: pytest.TempPathFactory):
 
 def test_metric_keys_cover_stages_domains_metrics(finished) -> None:
     _, metrics, _ = finished
+    # The synthetic data has the in-distribution split `test_seen` beside `test`.
     expected = {
-        f"{stage}/{domain}/{name}"
+        f"{stage}{split}/{domain}/{name}"
         for stage in ("bm25", "zero_shot", "fine_tuned")
+        for split in ("", ":test_seen")
         for domain in ("legal", "medical", "finance", "all")
         for name in METRIC_NAMES
     }
@@ -64,15 +66,19 @@ def test_outputs_written(finished) -> None:
     assert saved["config"]["domains"] == ["legal", "medical", "finance"]
     table = (out / "results.md").read_text().splitlines()
     assert table[0].startswith("| stage | domain | ndcg@5 | ndcg@10 |")
-    assert len(table) == 2 + 3 * 4  # header + (3 stages x 4 domain rows)
-    assert table[-1].startswith("| fine_tuned | all |")
+    assert len(table) == 2 + 6 * 4  # header + (3 stages x 2 splits x 4 domain rows)
+    assert table[-1].startswith("| fine_tuned:test_seen | all |")
     for domain in ("legal", "medical", "finance"):
         files = sorted(p.name for p in (out / "experts" / domain).iterdir())
         assert files == ["adapter_config.json", "adapter_model.safetensors"]
     assert sorted(p.name for p in (out / "runs").iterdir()) == [
+        "bm25.test_seen.trec",
         "bm25.trec",
+        "fine_tuned.test_seen.trec",
         "fine_tuned.trec",
         "qrels.test.trec",
+        "qrels.test_seen.trec",
+        "zero_shot.test_seen.trec",
         "zero_shot.trec",
     ]
 
@@ -99,8 +105,9 @@ def test_saved_expert_reproduces_fine_tuned_scores_with_plain_peft(finished) -> 
         )
 
 
+@pytest.mark.parametrize("split", ["test", "test_seen"])
 @pytest.mark.parametrize("stage", ["zero_shot", "fine_tuned"])
-def test_metrics_match_ir_measures_on_the_same_run(finished, stage: str) -> None:
+def test_metrics_match_ir_measures_on_the_same_run(finished, stage: str, split: str) -> None:
     """The run files the job wrote, scored by ir-measures (trec_eval), give the same numbers.
 
     Model scores have no ties; BM25's zero-score tail does, and trec_eval breaks ties
@@ -110,8 +117,9 @@ def test_metrics_match_ir_measures_on_the_same_run(finished, stage: str) -> None
     from ir_measures import RR, P, R, nDCG
 
     _, metrics, out = finished
-    qrels = list(ir_measures.read_trec_qrels(str(out / "runs" / "qrels.test.trec")))
-    run_rows = list(ir_measures.read_trec_run(str(out / "runs" / f"{stage}.trec")))
+    qrels = list(ir_measures.read_trec_qrels(str(out / "runs" / f"qrels.{split}.trec")))
+    key = stage if split == "test" else f"{stage}:{split}"
+    run_rows = list(ir_measures.read_trec_run(str(out / "runs" / f"{key.replace(':', '.')}.trec")))
     per_query: dict[str, list[float]] = {}
     for r in run_rows:
         per_query.setdefault(r.query_id, []).append(r.score)
@@ -128,7 +136,7 @@ def test_metrics_match_ir_measures_on_the_same_run(finished, stage: str) -> None
         for name in measures:
             for k in (5, 10):
                 assert 100 * got[measures[name] @ k] == pytest.approx(
-                    metrics[f"{stage}/{domain}/{name}@{k}"], abs=1e-4
+                    metrics[f"{key}/{domain}/{name}@{k}"], abs=1e-4
                 ), (domain, name, k)
 
 

@@ -8,10 +8,22 @@ import pytest
 from r2r.report import collect, main, masking_name
 
 
-def write_run(folder: Path, curriculum: str, masking: str, tuned: float) -> None:
+def write_run(
+    folder: Path,
+    curriculum: str,
+    masking: str,
+    tuned: float,
+    *,
+    seen: float | None = None,
+    zero_shot: bool = True,
+) -> None:
+    """A results.json; `seen` adds a `test_seen` split whose fine-tuned values start there."""
     folder.mkdir(parents=True)
     metrics = {}
-    for stage, base in (("bm25", 50.0), ("zero_shot", 20.0), ("fine_tuned", tuned)):
+    stages = [("bm25", 50.0), ("fine_tuned", tuned)]
+    stages += [("zero_shot", 20.0)] if zero_shot else []
+    stages += [("fine_tuned:test_seen", seen)] if seen is not None else []
+    for stage, base in stages:
         for domain in ("legal", "all"):
             for metric in ("ndcg", "mrr", "recall", "precision"):
                 for k in (5, 10):
@@ -46,17 +58,19 @@ def test_table1_from_a_sweep(tmp_path: Path) -> None:
     assert main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
     md = (tmp_path / "report" / "table1.md").read_text().splitlines()
     assert md[0] == (
-        "| backbone | data | domain | config | ndcg@5 | ndcg@10 | mrr@5 | mrr@10 | "
+        "| backbone | data | split | domain | config | ndcg@5 | ndcg@10 | mrr@5 | mrr@10 | "
         "recall@5 | recall@10 | precision@5 | precision@10 |"
     )
     assert (
         md[5]
-        == "| tiny_qwen | synthetic | legal | PT+S1+S2 (entity) | "
+        == "| tiny_qwen | synthetic | test | legal | PT+S1+S2 (entity) | "
         + " | ".join(["45.0", "50.0"] * 4)
         + " |"
     )
     csv_lines = (tmp_path / "report" / "table1.csv").read_text().splitlines()
-    assert len(csv_lines) == 11 and csv_lines[0].startswith("backbone,data,domain,config,ndcg@5")
+    assert len(csv_lines) == 11 and csv_lines[0].startswith(
+        "backbone,data,split,domain,config,ndcg@5"
+    )
 
 
 def test_duplicate_configuration(tmp_path: Path) -> None:
@@ -78,3 +92,27 @@ def test_empty_sweep(tmp_path: Path) -> None:
 def test_masking_names() -> None:
     assert masking_name("r2r.data.masking.strategies.NoMasking") == "none"
     assert masking_name("r2r.data.masking.strategies.PredictiveMasking") == "predictive"
+
+
+def test_splits_get_their_own_rows(tmp_path: Path) -> None:
+    """`stage:split` keys become rows of that split, after the test rows; a run that skipped
+    the zero-shot row (zero_shot=false) takes the PT row from another run."""
+    write_run(tmp_path / "direct", "direct", "EntityMasking", 30.0, seen=60.0)
+    write_run(tmp_path / "eag", "eag", "EntityMasking", 40.0, seen=55.0, zero_shot=False)
+    rows = collect(tmp_path)
+    assert [(r.split, r.domain, r.config) for r in rows] == [
+        ("test", "legal", "BM25"),
+        ("test", "legal", "PT"),
+        ("test", "legal", "PT+S2"),
+        ("test", "legal", "PT+S1+S2 (entity)"),
+        ("test", "all", "BM25"),
+        ("test", "all", "PT"),
+        ("test", "all", "PT+S2"),
+        ("test", "all", "PT+S1+S2 (entity)"),
+        ("test_seen", "legal", "PT+S2"),
+        ("test_seen", "legal", "PT+S1+S2 (entity)"),
+        ("test_seen", "all", "PT+S2"),
+        ("test_seen", "all", "PT+S1+S2 (entity)"),
+    ]
+    assert [r.values["ndcg@10"] for r in rows[-4:]] == [70.0, 65.0, 70.0, 65.0]
+    assert rows[1].run == str(tmp_path / "direct")

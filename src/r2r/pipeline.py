@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -22,7 +23,7 @@ from r2r.evaluation import evaluate, first_stage, results_table, trec_qrels, tre
 from r2r.lit_reranker import BestAdapter, RerankerModule
 from r2r.models.experts import add_lora, save_adapter, start_expert
 from r2r.models.scorer import RerankerScorer
-from r2r.types import RetrievalDataset
+from r2r.types import SPLITS, RetrievalDataset, ScoredList
 
 log = logging.getLogger(__name__)
 STAGES = ("bm25", "zero_shot", "stage1", "fine_tuned")
@@ -41,6 +42,42 @@ def load_datasets(cfg: DictConfig) -> dict[str, RetrievalDataset]:
     return {d: instantiate(sources[d]) for d in cfg.domains if d in sources}
 
 
+def eval_splits(datasets: dict[str, RetrievalDataset]) -> list[str]:
+    """`test`, then any further evaluation split a dataset has (the synthetic benchmark's
+    in-distribution `test_seen`), by name."""
+    extra = {
+        split
+        for dataset in datasets.values()
+        for split in dataset.qrels
+        if split not in SPLITS and dataset.split_queries(split)
+    }
+    return ["test", *sorted(extra)]
+
+
+def stage_key(stage: str, split: str) -> str:
+    """Metric prefix of a stage on a split: `fine_tuned` on test, `fine_tuned:test_seen`."""
+    return stage if split == "test" else f"{stage}:{split}"
+
+
+def test_on(
+    trainer: L.Trainer,
+    module: RerankerModule,
+    datamodule: RerankDataModule,
+    stage: str,
+    splits: Sequence[str],
+) -> dict[str, list[ScoredList]]:
+    """Score `datamodule`'s candidate lists of each split; keys as `stage_key`."""
+    scored = {}
+    for split in splits:
+        lists = datamodule.candidate_lists(split)
+        if not lists:  # a domain without this split
+            continue
+        module.test_stage = stage_key(stage, split)
+        trainer.test(module, dataloaders=datamodule.eval_dataloader(lists), verbose=False)
+        scored[module.test_stage] = module.last_scored
+    return scored
+
+
 def fit_adapter(
     cfg: DictConfig,
     scorer: RerankerScorer,
@@ -50,10 +87,12 @@ def fit_adapter(
     steps: int,
     monitor: str,
     test_stage: str | None,
+    splits: Sequence[str] = ("test",),
     trainer_overrides: dict | None = None,
-) -> RerankerModule:
-    """Train the scorer's adapter for `steps`, keep the best `monitor` weights, then test
-    (unless `test_stage` is None). `trainer_overrides` replace `cfg.trainer` keys."""
+) -> dict[str, list[ScoredList]]:
+    """Train the scorer's adapter for `steps`, keep the best `monitor` weights, then score
+    the `splits` as `test_stage` (none if it is None). `trainer_overrides` replace
+    `cfg.trainer` keys."""
     module = RerankerModule(
         scorer,
         loss=instantiate(cfg.loss),
@@ -61,7 +100,6 @@ def fit_adapter(
         scheduler=instantiate(cfg.scheduler, num_training_steps=steps)
         if cfg.get("scheduler")
         else None,
-        test_stage=test_stage or "test",
     )
     trainer = instantiate(
         cfg.trainer,
@@ -71,9 +109,9 @@ def fit_adapter(
         callbacks=[BestAdapter(monitor=monitor, mode=cfg.best_adapter.mode)],
     )
     trainer.fit(module, datamodule=datamodule)
-    if test_stage is not None:
-        trainer.test(module, datamodule=datamodule, verbose=False)
-    return module
+    if test_stage is None:
+        return {}
+    return test_on(trainer, module, datamodule, test_stage, splits)
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -93,9 +131,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         )
 
     every_domain = datamodule(datasets)
-    test_lists = every_domain.candidate_lists("test")
-    scored = {"bm25": first_stage(test_lists)}
-    metrics = evaluate(scored["bm25"], "bm25")
+    splits = eval_splits(datasets)
+    scored = {stage_key("bm25", sp): first_stage(every_domain.candidate_lists(sp)) for sp in splits}
 
     # Zero-shot: the frozen backbone as it comes, on every domain's test lists at once.
     if cfg.zero_shot:
@@ -103,12 +140,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
             RerankerScorer.from_backbone(backbone),
             loss=instantiate(cfg.loss),
             optimizer=instantiate(cfg.optimizer),
-            test_stage="zero_shot",
         )
         tester = instantiate(cfg.trainer, logger=loggers or False)
-        tester.test(zero_shot, datamodule=every_domain, verbose=False)
-        scored["zero_shot"] = zero_shot.last_scored
-        metrics |= evaluate(scored["zero_shot"], "zero_shot")
+        scored |= test_on(tester, zero_shot, every_domain, "zero_shot", splits)
 
     # EAG stage 1 (curriculum=eag): one adapter on the union of the selected domains'
     # training groups, abstracted by the masking strategy; dev and test stay unmasked.
@@ -120,7 +154,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     elif stage1:
         log.info("stage 1: one adapter on %s, masking=%s", list(datasets), cfg.masking._target_)
         model = add_lora(base, **cfg.lora)
-        module = fit_adapter(
+        scored |= fit_adapter(
             cfg,
             RerankerScorer.from_backbone(backbone, model),
             datamodule(datasets, masker=instantiate(cfg.masking)),
@@ -128,21 +162,18 @@ def run(cfg: DictConfig) -> dict[str, float]:
             steps=stage1.max_steps,
             monitor=stage1.monitor,
             test_stage="stage1" if stage1.test else None,
+            splits=splits,
             trainer_overrides=OmegaConf.to_container(stage1.trainer) if stage1.trainer else None,
         )
-        if stage1.test:
-            scored["stage1"] = module.last_scored
-            metrics |= evaluate(scored["stage1"], "stage1")
         stage1_dir = save_adapter(model, out / "stage1")
         model.unload()
 
     # Stage 2: one expert per domain (from the stage-1 adapter under EAG, else fresh), each
     # scored on its own domain's test lists; `fine_tuned/all` routes each query to its expert.
-    scored["fine_tuned"] = []
     for domain, dataset in datasets.items():
         log.info("training the %s expert", domain)
         model = start_expert(base, init_from=stage1_dir, **cfg.lora)
-        module = fit_adapter(
+        expert = fit_adapter(
             cfg,
             RerankerScorer.from_backbone(backbone, model),
             datamodule({domain: dataset}),
@@ -150,19 +181,25 @@ def run(cfg: DictConfig) -> dict[str, float]:
             steps=cfg.trainer.max_steps,
             monitor=cfg.best_adapter.monitor,
             test_stage="fine_tuned",
+            splits=splits,
         )
-        scored["fine_tuned"] += module.last_scored
+        for key, items in expert.items():
+            scored[key] = scored.get(key, []) + items
         save_adapter(model, out / "experts" / domain)
         model.unload()  # back to the bare base for the next domain
-    metrics |= evaluate(scored["fine_tuned"], "fine_tuned")
+    metrics = {}
+    for key, items in scored.items():
+        metrics |= evaluate(items, key)
 
     wall = time.perf_counter() - started
-    table = results_table(metrics, STAGES)
+    table = results_table(metrics, [stage_key(st, sp) for sp in splits for st in STAGES])
     write_text_atomic(out / "results.md", table)
     # TREC files let any trec_eval-compatible tool re-score the run.
-    write_text_atomic(out / "runs" / "qrels.test.trec", trec_qrels(test_lists))
-    for stage, items in scored.items():
-        write_text_atomic(out / "runs" / f"{stage}.trec", trec_run(items, stage))
+    for split in splits:
+        name = f"qrels.{split}.trec"
+        write_text_atomic(out / "runs" / name, trec_qrels(every_domain.candidate_lists(split)))
+    for key, items in scored.items():
+        write_text_atomic(out / "runs" / f"{key.replace(':', '.')}.trec", trec_run(items, key))
     write_json_atomic(
         out / "results.json",
         {

@@ -5,7 +5,8 @@
 Reads every `results.json` below the directory and writes `table1.md` and `table1.csv`
 (default: into the sweep directory): one row per (domain, configuration), where the
 configurations are the pretrained backbone (PT, the zero-shot row), direct fine-tuning
-(PT+S2) and EAG (PT+S1+S2) per masking strategy, plus the BM25 first stage.
+(PT+S2) and EAG (PT+S1+S2) per masking strategy, plus the BM25 first stage; per evaluation
+split (`test`; the synthetic benchmark adds the in-distribution `test_seen`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ COLUMNS: tuple[str, ...] = tuple(
 class Row:
     backbone: str
     data: str
+    split: str  # test, or a further evaluation split (synthetic: test_seen)
     domain: str
     config: str
     values: dict[str, float]
@@ -55,23 +57,24 @@ def rows_of(results: dict, run: str) -> list[Row]:
         else f"PT+S1+S2 ({masking_name(cfg['masking']['_target_'])})"
     )
     labels = {"bm25": "BM25", "zero_shot": "PT", "fine_tuned": tuned}
-    grouped: dict[tuple[str, str], dict[str, float]] = {}
+    grouped: dict[tuple[str, str, str], dict[str, float]] = {}
     for key, value in results["metrics"].items():
-        stage, domain, metric = key.split("/")
+        stage_split, domain, metric = key.split("/")
+        stage, _, split = stage_split.partition(":")  # `fine_tuned:test_seen`
         if stage in labels:
-            grouped.setdefault((domain, labels[stage]), {})[metric] = value
-    return [Row(backbone, data, d, c, v, run) for (d, c), v in grouped.items()]
+            grouped.setdefault((split or "test", domain, labels[stage]), {})[metric] = value
+    return [Row(backbone, data, s, d, c, v, run) for (s, d, c), v in grouped.items()]
 
 
 def collect(sweep: Path) -> list[Row]:
     """Rows of every run under `sweep`, each (backbone, data, domain, config) kept once."""
-    rows: dict[tuple[str, str, str, str], Row] = {}
+    rows: dict[tuple[str, str, str, str, str], Row] = {}
     paths = sorted(sweep.rglob("results.json"))
     if not paths:
         raise FileNotFoundError(f"no results.json under {sweep}")
     for path in paths:
         for row in rows_of(json.loads(path.read_text(encoding="utf-8")), str(path.parent)):
-            key = (row.backbone, row.data, row.domain, row.config)
+            key = (row.backbone, row.data, row.split, row.domain, row.config)
             # Runs that differ only in unused knobs (masking under curriculum=direct) give
             # identical rows: keep one. Different numbers for one configuration are an error.
             if key in rows and rows[key].values != row.values and row.config not in ("BM25", "PT"):
@@ -83,6 +86,8 @@ def collect(sweep: Path) -> list[Row]:
         key=lambda r: (
             r.backbone,
             r.data,
+            r.split != "test",
+            r.split,
             r.domain == "all",
             r.domain,
             order.get(r.config, 3),
@@ -92,12 +97,14 @@ def collect(sweep: Path) -> list[Row]:
 
 
 def markdown(rows: Sequence[Row]) -> str:
-    header = "| backbone | data | domain | config | " + " | ".join(COLUMNS) + " |"
-    lines = [header, "|---|---|---|---|" + "---:|" * len(COLUMNS)]
+    header = "| backbone | data | split | domain | config | " + " | ".join(COLUMNS) + " |"
+    lines = [header, "|---|---|---|---|---|" + "---:|" * len(COLUMNS)]
     for r in rows:
         cells = [f"{r.values[c]:.1f}" if c in r.values else "–" for c in COLUMNS]
         lines.append(
-            f"| {r.backbone} | {r.data} | {r.domain} | {r.config} | " + " | ".join(cells) + " |"
+            f"| {r.backbone} | {r.data} | {r.split} | {r.domain} | {r.config} | "
+            + " | ".join(cells)
+            + " |"
         )
     return "\n".join(lines) + "\n"
 
@@ -105,11 +112,10 @@ def markdown(rows: Sequence[Row]) -> str:
 def to_csv(rows: Sequence[Row]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["backbone", "data", "domain", "config", *COLUMNS, "run"])
+    writer.writerow(["backbone", "data", "split", "domain", "config", *COLUMNS, "run"])
     for r in rows:
-        writer.writerow(
-            [r.backbone, r.data, r.domain, r.config, *(r.values.get(c) for c in COLUMNS), r.run]
-        )
+        values = [r.values.get(c) for c in COLUMNS]
+        writer.writerow([r.backbone, r.data, r.split, r.domain, r.config, *values, r.run])
     return buffer.getvalue()
 
 

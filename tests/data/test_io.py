@@ -116,3 +116,31 @@ def test_missing_files(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"missing corpus\.jsonl"):
         read_beir(tmp_path / "empty", domain="legal")
+
+
+def test_further_evaluation_splits_round_trip(tmp_path: Path) -> None:
+    """A split beyond train/dev/test (e.g. the synthetic `test_seen`) is written and read."""
+    ds = tiny_dataset()
+    ds = RetrievalDataset(
+        ds.name,
+        ds.domain,
+        {**ds.corpus},
+        {**ds.queries, "q3": Query("q3", "limitation?")},
+        {**ds.qrels, "test_seen": {"q3": {"d3": 1}}},
+    )
+    write_beir(ds, tmp_path / "toy")
+    assert sorted(p.name for p in (tmp_path / "toy" / "qrels").iterdir()) == [
+        "dev.tsv",
+        "test.tsv",
+        "test_seen.tsv",
+        "train.tsv",
+    ]
+    back = read_beir(tmp_path / "toy", domain="legal")
+    assert back == ds
+    assert list(back.qrels) == ["train", "dev", "test", "test_seen"]
+    # A query judged in two splits is an error there too.
+    (tmp_path / "toy" / "qrels" / "test_seen.tsv").write_text(
+        "query-id\tcorpus-id\tscore\nq2\td3\t1\n"
+    )
+    with pytest.raises(DataError, match="both the test and test_seen splits"):
+        read_beir(tmp_path / "toy", domain="legal")

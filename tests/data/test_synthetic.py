@@ -10,6 +10,7 @@ from r2r.data.io import validate
 from r2r.data.synthetic import (
     ENTITY_TYPES,
     RELATIONS,
+    SEEN_SPLIT,
     DocFact,
     LabelledDataset,
     entities,
@@ -198,6 +199,43 @@ def test_test_entities_never_occur_in_training(domain: str) -> None:
     train_entities = {q.entity for q in data.queries.values() if q.split == "train"}
     test_entities = {q.entity for q in data.queries.values() if q.split == "test"}
     assert len(test_entities) == 7 and not train_entities & test_entities
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_seen_split_asks_new_pairs_about_training_entities(domain: str) -> None:
+    plain = generate_labelled(domain, seed=0)
+    data = generate_labelled(domain, seed=0, n_test_seen_queries=30)
+    # Adding the split leaves the other splits (ids, texts, judgments) as they were.
+    assert {k: v for k, v in data.dataset.queries.items() if k in plain.dataset.queries} == (
+        plain.dataset.queries
+    )
+    assert {s: data.dataset.qrels[s] for s in SPLITS} == plain.dataset.qrels
+    assert sorted(data.dataset.qrels) == ["dev", "test", "test_seen", "train"]
+    validate(data.dataset)
+    seen = [data.queries[q] for q in data.dataset.qrels[SEEN_SPLIT]]
+    train = [q for q in data.queries.values() if q.split == "train"]
+    assert len(seen) == 30 and all(q.split == SEEN_SPLIT for q in seen)
+    # Every test_seen entity is a training entity; no (entity, relation) pair is a train one.
+    assert {q.entity for q in seen} <= {q.entity for q in train}
+    asked = {(q.entity, q.relation) for q in train}
+    assert not asked & {(q.entity, q.relation) for q in seen}
+    assert len({(q.entity, q.relation) for q in seen}) == 30
+    # Each judged document states the asked relation for the asked entity.
+    for qid, judged in data.dataset.qrels[SEEN_SPLIT].items():
+        (doc_id,) = judged
+        fact = data.docs[doc_id]
+        assert (fact.entity, fact.relation) == (
+            data.queries[qid].entity,
+            data.queries[qid].relation,
+        )
+    assert generate_labelled(domain, seed=0, n_test_seen_queries=30) == data
+
+
+def test_seen_split_needs_unasked_training_pairs() -> None:
+    # 40 entities: a train pool of 28 x 7 = 196 pairs, 160 of them asked -> 36 left.
+    assert len(generate("legal", seed=0, n_test_seen_queries=36).qrels[SEEN_SPLIT]) == 36
+    with pytest.raises(ValueError, match=r"37 test_seen queries .* there are 36"):
+        generate("legal", seed=0, n_test_seen_queries=37)
 
 
 PATTERNS = {

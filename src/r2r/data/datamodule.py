@@ -129,8 +129,8 @@ class RerankDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         limits = {k: v for k, v in (max_queries or {}).items() if v is not None}
-        if bad := sorted(set(limits) - {"dev", "test"}):
-            raise ValueError(f"max_queries limits the dev and test splits only, got {bad}")
+        if "train" in limits:
+            raise ValueError("max_queries limits evaluation splits (dev, test, ...), not train")
         if bad := sorted(k for k, v in limits.items() if v < 1):
             raise ValueError(f"max_queries must be at least 1, got {limits} for {bad}")
         self.max_queries = limits

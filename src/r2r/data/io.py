@@ -160,7 +160,9 @@ def read_beir(folder: str | Path, *, domain: str, name: str | None = None) -> Re
     corpus = read_corpus(folder / "corpus.jsonl")
     queries = read_queries(folder / "queries.jsonl")
     qrels = {}
-    for split in SPLITS:
+    # The standard splits, then any further evaluation split (qrels/<name>.tsv).
+    extra = sorted(p.stem for p in (folder / "qrels").glob("*.tsv") if p.stem not in SPLITS)
+    for split in (*SPLITS, *extra):
         path = folder / "qrels" / f"{split}.tsv"
         qrels[split] = read_qrels(path, queries, corpus) if path.is_file() else {}
     dataset = RetrievalDataset(
@@ -170,13 +172,18 @@ def read_beir(folder: str | Path, *, domain: str, name: str | None = None) -> Re
     return dataset
 
 
+def all_splits(dataset: RetrievalDataset) -> list[str]:
+    """train, dev, test, then any further evaluation split the dataset has, by name."""
+    return [*SPLITS, *sorted(set(dataset.qrels) - set(SPLITS))]
+
+
 def validate(dataset: RetrievalDataset, *, source: str | Path | None = None) -> None:
     """Dataset-level checks that no single line can reveal."""
     where = source if source is not None else dataset.name
     if not any(dataset.split_queries(split) for split in SPLITS):
         raise DataError(f"domain {dataset.domain!r} has no query with a positive", file=where)
     seen: dict[str, str] = {}
-    for split in SPLITS:
+    for split in all_splits(dataset):
         for qid in dataset.qrels.get(split, {}):
             if qid in seen and seen[qid] != split:
                 raise DataError(
@@ -211,7 +218,7 @@ def write_beir(dataset: RetrievalDataset, folder: str | Path) -> Path:
                 fh.write(
                     json.dumps({"_id": query.id, "text": query.text}, ensure_ascii=False) + "\n"
                 )
-        for split in SPLITS:
+        for split in all_splits(dataset):
             (tmp / "qrels" / f"{split}.tsv").write_text(
                 _qrels_tsv(dataset.qrels.get(split, {})), encoding="utf-8"
             )

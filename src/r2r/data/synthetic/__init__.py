@@ -20,6 +20,9 @@ What the generator guarantees (tests/data/test_synthetic.py checks each):
   the query counts); each split's queries come from its own pool, sampled without repeating
   a pair. Named entity strings are allocated once per world, so no entity string of a test
   query occurs in any train query or train positive. The corpus holds every pool's documents.
+- In-distribution test split: `n_test_seen_queries` > 0 adds the split `test_seen`, queries
+  about train-pool entities on (entity, relation) pairs that no train query asks. Comparing
+  `test` with `test_seen` shows how much of a model's skill rests on having seen the entities.
 - Surface-cue shortcuts, for Entity Abstraction studies: with `echo_rate` a query about a
   relation that has a key entity (an acquired company, a drug's disease, a statute; 2-4
   of the 7 relations per domain have one) opens
@@ -43,6 +46,7 @@ from r2r.data.synthetic import names
 from r2r.data.synthetic.domains import SPECS
 from r2r.data.synthetic.generator import (
     MENTIONS,
+    SEEN_SPLIT,
     DocFact,
     LabelledDataset,
     QueryFact,
@@ -57,6 +61,7 @@ __all__ = [
     "ENTITY_TYPES",
     "MENTIONS",
     "RELATIONS",
+    "SEEN_SPLIT",
     "DocFact",
     "LabelledDataset",
     "QueryFact",
@@ -81,6 +86,7 @@ def generate(
     n_train_queries: int = 160,
     n_dev_queries: int = 30,
     n_test_queries: int = 40,
+    n_test_seen_queries: int = 0,
     echo_rate: Rate = 0.25,
     distractor_rate: Rate = 0.25,
 ) -> RetrievalDataset:
@@ -92,6 +98,7 @@ def generate(
         n_train_queries=n_train_queries,
         n_dev_queries=n_dev_queries,
         n_test_queries=n_test_queries,
+        n_test_seen_queries=n_test_seen_queries,
         echo_rate=echo_rate,
         distractor_rate=distractor_rate,
     ).dataset

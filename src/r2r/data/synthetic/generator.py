@@ -15,6 +15,8 @@ from r2r.types import SPLITS, Passage, Query, RetrievalDataset
 
 Rate = float | Mapping[str, float]  # one rate for every split, or split -> rate
 MENTIONS = ("plain", "echo", "distractor")
+# The in-distribution test split: queries about training entities (entity-disjoint: `test`).
+SEEN_SPLIT = "test_seen"
 MIN_DOC_WORDS, MAX_DOC_WORDS = 25, 60
 
 
@@ -160,6 +162,7 @@ def generate_labelled(
     n_train_queries: int = 160,
     n_dev_queries: int = 30,
     n_test_queries: int = 40,
+    n_test_seen_queries: int = 0,
     echo_rate: Rate = 0.25,
     distractor_rate: Rate = 0.25,
 ) -> LabelledDataset:
@@ -167,6 +170,13 @@ def generate_labelled(
     spec, relations = world.spec, world.spec.relations
     sizes = {"train": n_train_queries, "dev": n_dev_queries, "test": n_test_queries}
     pools = pool_sizes(n_entities, len(relations), sizes)
+    n_unasked = pools["train"] * len(relations) - n_train_queries
+    if n_test_seen_queries > n_unasked:
+        raise ValueError(
+            f"synthetic: {n_test_seen_queries} {SEEN_SPLIT} queries need as many (entity, "
+            f"relation) pairs of the train pool that no train query asks; there are {n_unasked} "
+            f"(pools {pools}); raise n_entities or lower n_train_queries"
+        )
     order = list(range(n_entities))
     _rng(seed, domain, "pools").shuffle(order)
     bounds = {"train": (0, pools["train"]), "dev": (pools["train"], n_entities - pools["test"])}
@@ -182,6 +192,20 @@ def generate_labelled(
 
     queries, query_facts = {}, {}
     qrels: dict[str, dict[str, dict[str, int]]] = {split: {} for split in SPLITS}
+
+    def ask(split: str, pairs: list[tuple[int, int]], rng: random.Random) -> None:
+        echo, distractor = _rate(echo_rate, split), _rate(distractor_rate, split)
+        for e, r in pairs:
+            qid = f"{domain}-q{len(queries):04d}"
+            text, mention, cue = _query(
+                spec, relations[r], world.entities[e], rng, echo, distractor
+            )
+            queries[qid] = Query(id=qid, text=text)
+            anchor = world.entities[e][spec.anchor].value
+            query_facts[qid] = QueryFact(anchor, relations[r].name, split, mention, cue)
+            qrels.setdefault(split, {})[qid] = {positive[e, r]: 1}
+
+    unasked: list[tuple[int, int]] = []
     for split in SPLITS:
         # One stream per split: changing the number of train queries leaves dev and test as
         # they were.
@@ -189,16 +213,14 @@ def generate_labelled(
         lo, hi = bounds[split]
         pairs = [(e, r) for e in sorted(order[lo:hi]) for r in range(len(relations))]
         rng.shuffle(pairs)
-        for e, r in pairs[: sizes[split]]:
-            qid = f"{domain}-q{len(queries):04d}"
-            echo, distractor = _rate(echo_rate, split), _rate(distractor_rate, split)
-            text, mention, cue = _query(
-                spec, relations[r], world.entities[e], rng, echo, distractor
-            )
-            queries[qid] = Query(id=qid, text=text)
-            anchor = world.entities[e][spec.anchor].value
-            query_facts[qid] = QueryFact(anchor, relations[r].name, split, mention, cue)
-            qrels[split][qid] = {positive[e, r]: 1}
+        ask(split, pairs[: sizes[split]], rng)
+        if split == "train":
+            unasked = sorted(pairs[sizes[split] :])
+    if n_test_seen_queries:
+        # In-distribution test: train-pool entities, (entity, relation) pairs that no train
+        # query asks. Its own stream, drawn last: the other splits are the same without it.
+        rng = _rng(seed, domain, "queries", SEEN_SPLIT)
+        ask(SEEN_SPLIT, rng.sample(unasked, n_test_seen_queries), rng)
 
     dataset = RetrievalDataset(
         name=f"synthetic-{domain}", domain=domain, corpus=corpus, queries=queries, qrels=qrels
