@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import hydra
 from omegaconf import DictConfig
 
@@ -10,6 +12,12 @@ from omegaconf import DictConfig
 def main(cfg: DictConfig) -> float | None:
     from r2r.pipeline import run
 
+    # `import lightning` gives the "lightning" logger a console handler of its own; Hydra's
+    # root handlers already print (and write run.log), so each line would appear twice.
+    lightning_log = logging.getLogger("lightning")
+    for handler in list(lightning_log.handlers):
+        if type(handler) is logging.StreamHandler:
+            lightning_log.removeHandler(handler)
     metrics = run(cfg)
     # A scalar return value lets Hydra sweepers optimise over runs.
     return metrics.get(cfg.get("optimized_metric", ""))

@@ -5,15 +5,22 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
-from r2r.data.datamodule import DomainBatchSampler, GroupCollator, PairEncoder
+from r2r.data.datamodule import (
+    DomainBatchSampler,
+    GroupCollator,
+    PairCollator,
+    PairEncoder,
+    eval_pairs,
+)
 from r2r.lit_reranker import BestAdapter, RerankerModule
 from r2r.losses import infonce
 from r2r.models.backbones import load_tiny
 from r2r.models.experts import add_lora
 from r2r.models.scorer import RerankerScorer
 from r2r.models.templates import QWEN3_RERANKER
-from r2r.types import Passage, Query, RankingGroup
+from r2r.types import CandidateList, Passage, Query, RankingGroup
 
 
 def test_domain_batch_sampler_never_mixes_domains_and_is_seeded() -> None:
@@ -111,3 +118,58 @@ def test_best_adapter_names_a_missing_monitor() -> None:
     trainer.callback_metrics = {"val/all/mrr@10": torch.tensor(1.0)}
     with pytest.raises(KeyError, match="val/all/ndcg@10"):
         BestAdapter().on_validation_end(trainer, _Toy())
+
+
+class _ModeProbe(RerankerModule):
+    """Records whether the LoRA dropout modules are in train mode at each step."""
+
+    def dropout_modes(self) -> set[bool]:
+        return {m.training for n, m in self.scorer.named_modules() if n.endswith("lora_dropout")}
+
+    def training_step(self, batch, batch_idx):
+        self.train_modes = self.dropout_modes()
+        return super().training_step(batch, batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        self.val_modes = self.dropout_modes()
+        return super().validation_step(batch, batch_idx)
+
+
+def test_training_runs_in_train_mode_and_validation_in_eval_mode(backbone) -> None:
+    """The frozen backbone loads in eval mode; LoRA dropout must still act while training."""
+    model = add_lora(backbone.model, r=4, alpha=8, dropout=0.1)
+    try:
+        model.eval()
+        module = _ModeProbe(
+            RerankerScorer.from_backbone(backbone, model),
+            loss=infonce,
+            optimizer=partial(torch.optim.AdamW, lr=1e-3),
+        )
+        encoder = PairEncoder(backbone.tokenizer, backbone.template, max_length=160)
+        groups = [make_group(f"query {i}", ["bail granted", "appeal dismissed"]) for i in range(2)]
+        candidates = CandidateList(
+            "legal",
+            Query("q", "bail"),
+            (Passage("a", "bail"), Passage("b", "appeal")),
+            (2.0, 1.0),
+            {"a": 1},
+        )
+        trainer = L.Trainer(
+            max_steps=2,
+            val_check_interval=2,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(
+            module,
+            train_dataloaders=DataLoader(groups, batch_size=1, collate_fn=GroupCollator(encoder)),
+            val_dataloaders=DataLoader(
+                eval_pairs([candidates]), batch_size=2, collate_fn=PairCollator(encoder)
+            ),
+        )
+        assert module.train_modes == {True}
+        assert module.val_modes == {False}
+    finally:
+        model.unload()

@@ -48,6 +48,12 @@ class RerankerModule(L.LightningModule):
         # Only tensors move; Lightning would walk (and reject) the frozen PairRef dataclasses.
         return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
+    def on_fit_start(self) -> None:
+        # Backbones load frozen in eval mode; training runs in train mode, as any fine-tuning
+        # loop does, so LoRA dropout (lora.dropout > 0) and the backbone config's own dropout
+        # apply. Lightning switches to eval for validation and back.
+        self.scorer.train()
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         scores = self.scorer(batch["input_ids"], batch["attention_mask"])
         scores = scores.view(-1, batch["group_size"])  # (B * G,) -> (B, G)
