@@ -176,3 +176,21 @@ def test_default_job_fine_tuning_beats_zero_shot(make_cfg) -> None:
     """`python run.py` as shipped: the fine-tuned experts clearly beat the zero-shot model."""
     metrics = run(make_cfg("logger=none", "trainer.enable_progress_bar=false"))
     assert metrics["fine_tuned/all/ndcg@10"] > metrics["zero_shot/all/ndcg@10"] + 5.0
+
+
+def test_mask_test_scores_the_abstracted_test_lists(make_cfg) -> None:
+    """mask_test=true adds `test_masked`: the same lists (BM25 row unchanged, it ranks the
+    original texts), reranked on their abstracted texts (model rows change)."""
+    metrics = run(make_cfg("debug=fast", "domain=legal", "mask_test=true", "logger=none"))
+    stages = {key.split("/")[0] for key in metrics}
+    assert stages == {
+        f"{stage}{split}"
+        for stage in ("bm25", "zero_shot", "fine_tuned")
+        for split in ("", ":test_seen", ":test_masked")
+    }
+    for name in METRIC_NAMES:
+        assert metrics[f"bm25:test_masked/legal/{name}"] == metrics[f"bm25/legal/{name}"]
+    assert any(
+        metrics[f"zero_shot:test_masked/legal/{name}"] != metrics[f"zero_shot/legal/{name}"]
+        for name in METRIC_NAMES
+    )

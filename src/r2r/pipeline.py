@@ -16,7 +16,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from r2r.data.datamodule import PairEncoder, RerankDataModule
+from r2r.data.datamodule import MASKED, PairEncoder, RerankDataModule
 from r2r.data.io import write_json_atomic, write_text_atomic
 from r2r.data.mining import BM25Miner
 from r2r.evaluation import evaluate, first_stage, results_table, trec_qrels, trec_run
@@ -127,11 +127,24 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     def datamodule(domains: dict[str, RetrievalDataset], masker=None) -> RerankDataModule:
         return RerankDataModule(
-            domains, miner, encoder, masker=masker, seed=cfg.seed, **cfg.datamodule
+            domains,
+            miner,
+            encoder,
+            masker=masker,
+            eval_masker=eval_masker,
+            seed=cfg.seed,
+            **cfg.datamodule,
         )
 
+    eval_masker = None
     every_domain = datamodule(datasets)
     splits = eval_splits(datasets)
+    if cfg.mask_test:
+        # Diagnostic split `test_masked`: test lists abstracted by `masking` (fitted on the
+        # training groups), scored at every stage.
+        eval_masker = instantiate(cfg.masking).fit(every_domain.groups())
+        every_domain = datamodule(datasets)
+        splits.append("test" + MASKED)
     scored = {stage_key("bm25", sp): first_stage(every_domain.candidate_lists(sp)) for sp in splits}
 
     # Zero-shot: the frozen backbone as it comes, on every domain's test lists at once.

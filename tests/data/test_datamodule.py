@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from r2r.data.datamodule import RerankDataModule
+from r2r.data.masking.strategies import EntityMasking
 from r2r.data.mining import BM25Miner, MiningSettings
 from r2r.data.synthetic import generate_all
 
 DATASETS = generate_all(["legal", "medical"], seed=0, n_test_seen_queries=20)
 MINER = BM25Miner(MiningSettings(top_k=10))
+N_POSITIVE_IN_TOP10 = 76  # test queries whose positive BM25 ranks in the top 10
+PLACEHOLDER = re.compile(r"\[[A-Z]+_[A-Z]+\]")
 
 
 def module(**kwargs) -> RerankDataModule:
@@ -47,3 +52,28 @@ def test_max_queries_samples_each_domain_with_the_seed() -> None:
 def test_max_queries_rejects_bad_limits(limits: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         module(max_queries=limits)
+
+
+def test_masked_split_abstracts_query_and_candidates_alike() -> None:
+    """`test_masked` = the test lists under the eval masker: same ids, scores and judgments;
+    an entity gets one placeholder in the query and in every candidate; nothing else moves."""
+    plain = module().candidate_lists("test")
+    dm = module(eval_masker=EntityMasking())
+    masked = dm.candidate_lists("test_masked")
+    assert masked == module(eval_masker=EntityMasking()).candidate_lists("test_masked")
+    assert len(masked) == len(plain) == 80
+    n_shared = n_positive = 0
+    for before, after in zip(plain, masked, strict=True):
+        assert after.query.id == before.query.id
+        assert [p.id for p in after.passages] == [p.id for p in before.passages]
+        assert after.first_stage_scores == before.first_stage_scores
+        assert after.relevance == before.relevance
+        assert after.query.text != before.query.text
+        for positive in [p for p in after.passages if after.relevance.get(p.id)]:
+            n_positive += 1
+            query_marks = set(PLACEHOLDER.findall(after.query.text))
+            n_shared += bool(query_marks & set(PLACEHOLDER.findall(positive.text)))
+    # Synthetic queries always name their entity, which the positive states.
+    assert n_shared == n_positive == N_POSITIVE_IN_TOP10
+    with pytest.raises(ValueError, match="needs an eval_masker"):
+        module().candidate_lists("test_masked")

@@ -11,10 +11,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from r2r.data.masking.strategies import Masker, mask_groups
+from r2r.data.masking.strategies import Masker, mask_groups, mask_lists
 from r2r.data.mining import BM25Miner
 from r2r.models.templates import PromptTemplate, encode_pairs
 from r2r.types import CandidateList, RankingGroup, RetrievalDataset, Split
+
+MASKED = "_masked"  # split suffix: the split's lists abstracted by the eval masker
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,7 @@ class RerankDataModule(L.LightningDataModule):
         encoder: PairEncoder,
         *,
         masker: Masker | None = None,
+        eval_masker: Masker | None = None,
         train_batch_size: int = 8,
         eval_batch_size: int = 32,
         num_workers: int = 0,
@@ -138,6 +141,7 @@ class RerankDataModule(L.LightningDataModule):
         self.miner = miner
         self.encoder = encoder
         self.masker = masker
+        self.eval_masker = eval_masker  # a fitted masker for the `<split>_masked` lists
         self.train_batch_size = train_batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -164,7 +168,13 @@ class RerankDataModule(L.LightningDataModule):
 
     def candidate_lists(self, split: Split) -> list[CandidateList]:
         """BM25 candidate lists of `split`, domain by domain; under `max_queries`, a seeded
-        sample of at most that many queries per domain (the same sample in every run)."""
+        sample of at most that many queries per domain (the same sample in every run).
+        `<split>_masked` is `<split>` abstracted by `eval_masker`."""
+        if split not in self._lists and split.endswith(MASKED):
+            if self.eval_masker is None:
+                raise ValueError(f"split {split!r} needs an eval_masker")
+            lists = self.candidate_lists(split.removesuffix(MASKED))
+            self._lists[split] = mask_lists(lists, self.eval_masker, seed=self.seed)
         if split not in self._lists:
             limit = self.max_queries.get(split)
             self._lists[split] = []

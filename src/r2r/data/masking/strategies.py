@@ -32,7 +32,7 @@ from r2r.data.masking.recognizers import (
     normalise,
     resolve_overlaps,
 )
-from r2r.types import Passage, RankingGroup
+from r2r.types import CandidateList, Passage, RankingGroup
 
 __all__ = [
     "MASK",
@@ -78,6 +78,17 @@ def mask_groups(groups: Sequence[RankingGroup], masker: Masker, *, seed: int) ->
     """Mask every group; group i gets `group_seed(seed, i)`. Pass a different `seed` per epoch
     to re-draw placeholders and random masks each epoch."""
     return [masker(group, group_seed(seed, i)) for i, group in enumerate(groups)]
+
+
+def mask_lists(lists: Sequence[CandidateList], masker: Masker, *, seed: int) -> list[CandidateList]:
+    """Evaluation lists abstracted as training groups are (the query and all its candidates
+    consistently, list i with `group_seed(seed, i)`); ids, scores and judgments unchanged.
+    Only for diagnostics: how much a model's ranking rests on the masked strings."""
+    out = []
+    for i, c in enumerate(lists):
+        masked = masker(RankingGroup(c.domain, c.query, c.passages), group_seed(seed, i))
+        out.append(replace(c, query=masked.query, passages=masked.passages))
+    return out
 
 
 def group_texts(group: RankingGroup) -> list[str]:
