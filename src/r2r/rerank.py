@@ -1,0 +1,157 @@
+"""Rerank a JSONL file of queries and candidates with a saved routed system.
+
+    python -m r2r.rerank SYSTEM_DIR queries.jsonl ranked.jsonl [--top-n 10]
+
+Each input line: {"id": "q1", "query": "...", "documents": ["text", ...] or
+[{"id": "d1", "text": "...", "title": "..."}, ...], "domain": "legal" (optional, read only
+by the oracle router)}. Each output line, in input order: {"id", "expert" (null: the bare
+backbone), "probabilities", "ranking": [{"index", "id", "score"}, ...] best first}.
+Bad input fails before any scoring, naming the file, line and field; the output file
+appears only when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.progress import Progress
+
+from r2r.data.errors import DataError
+from r2r.data.io import atomic_path
+from r2r.routing.system import Document, RerankResult, RoutedReranker
+from r2r.types import Passage
+
+
+@dataclass(frozen=True)
+class Request:
+    id: str
+    query: str
+    documents: tuple[Document, ...]
+    domain: str | None
+    line: int
+
+
+def read_requests(path: Path) -> list[Request]:
+    if not path.is_file():
+        raise DataError("no such file", file=path)
+    requests, seen = [], set()
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"not valid JSON ({err.msg})", file=path, line=line_no) from None
+            if not isinstance(row, dict):
+                raise DataError("each line must be a JSON object", file=path, line=line_no)
+            requests.append(_request(row, path, line_no, default_id=str(len(requests))))
+            if requests[-1].id in seen:
+                raise DataError("duplicate id", file=path, line=line_no, field="id")
+            seen.add(requests[-1].id)
+    if not requests:
+        raise DataError("no requests", file=path)
+    given = [r for r in requests if r.domain is not None]
+    if given and len(given) != len(requests):
+        odd = next(r for r in requests if r.domain is None)
+        raise DataError(
+            "other requests give a domain (oracle routing needs all or none)",
+            file=path,
+            line=odd.line,
+            field="domain",
+        )
+    return requests
+
+
+def _request(row: dict, path: Path, line_no: int, *, default_id: str) -> Request:
+    def bad(message: str, field: str) -> DataError:
+        return DataError(message, file=path, line=line_no, field=field)
+
+    query = row.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise bad("must be a non-empty string", "query")
+    docs = row.get("documents")
+    if not isinstance(docs, list) or not docs:
+        raise bad("must be a non-empty list", "documents")
+    documents: list[Document] = []
+    for k, doc in enumerate(docs):
+        field = f"documents[{k}]"
+        if isinstance(doc, str) and doc.strip():
+            documents.append(doc)
+        elif isinstance(doc, dict) and isinstance(doc.get("text"), str) and doc["text"].strip():
+            documents.append(
+                Passage(str(doc.get("id", k)), doc["text"], str(doc.get("title") or ""))
+            )
+        else:
+            raise bad('must be a non-empty string or {"text": ...}', field)
+    ids = [d.id if isinstance(d, Passage) else str(k) for k, d in enumerate(documents)]
+    if len(set(ids)) != len(ids):
+        raise bad("document ids must be unique", "documents")
+    domain = row.get("domain")
+    if domain is not None and not isinstance(domain, str):
+        raise bad("must be a string", "domain")
+    return Request(str(row.get("id", default_id)), query, tuple(documents), domain, line_no)
+
+
+def result_row(request: Request, result: RerankResult) -> dict:
+    return {
+        "id": request.id,
+        "expert": result.expert,
+        "probabilities": dict(result.probabilities),
+        "ranking": [{"index": r.index, "id": r.id, "score": r.score} for r in result.ranking],
+    }
+
+
+def rerank_requests(
+    system: RoutedReranker,
+    requests: Sequence[Request],
+    target: Path,
+    *,
+    top_n: int | None = None,
+    chunk: int = 32,
+    progress: bool = True,
+) -> int:
+    """Rerank `requests` into the JSONL file `target` (written whole); returns their count."""
+    truth = [r.domain for r in requests] if requests and requests[0].domain else None
+    with (
+        atomic_path(target) as tmp,
+        tmp.open("w", encoding="utf-8") as out,
+        Progress(disable=not progress, transient=True) as bar,
+    ):
+        task = bar.add_task("reranking", total=len(requests))
+        for start in range(0, len(requests), chunk):
+            part = requests[start : start + chunk]
+            results = system.rerank_batch(
+                [(r.query, r.documents) for r in part],
+                top_n,
+                true_domains=truth[start : start + chunk] if truth else None,
+            )
+            for request, result in zip(part, results, strict=True):
+                out.write(json.dumps(result_row(request, result)) + "\n")
+            bar.advance(task, len(part))
+    return len(requests)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("system", type=Path, help="a saved system folder (system.json)")
+    parser.add_argument("input", type=Path, help="JSONL: id, query, documents[, domain]")
+    parser.add_argument("output", type=Path, help="JSONL of rankings, in input order")
+    parser.add_argument("--top-n", type=int, default=None, help="keep the best N (default all)")
+    parser.add_argument("--chunk", type=int, default=32, help="queries routed per batch")
+    args = parser.parse_args(argv)
+    if args.top_n is not None and args.top_n < 1:
+        parser.error(f"--top-n must be at least 1, got {args.top_n}")
+    requests = read_requests(args.input)  # bad input fails before any model loads
+    system = RoutedReranker.load(args.system)
+    n = rerank_requests(system, requests, args.output, top_n=args.top_n, chunk=args.chunk)
+    print(f"reranked {n} queries -> {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,23 @@
+"""Routing queries to domain experts: routers, the routed system and its evaluation."""
+
+from r2r.routing.base import (
+    ROUTERS,
+    Featurizer,
+    NoRouter,
+    OracleRouter,
+    RandomRouter,
+    Router,
+    load_router,
+    register,
+)
+
+__all__ = [
+    "ROUTERS",
+    "Featurizer",
+    "NoRouter",
+    "OracleRouter",
+    "RandomRouter",
+    "Router",
+    "load_router",
+    "register",
+]

@@ -1,0 +1,233 @@
+"""One backbone, one named LoRA adapter per domain, a router: the routed reranker.
+
+    system = RoutedReranker.load("outputs/.../system")
+    result = system.rerank("What is the bail period?", ["doc one", "doc two"], top_n=1)
+    result.expert, result.probabilities, result.ranking[0].score
+
+Every query goes to its router's top expert, or to the bare backbone when the top
+probability is under `threshold` (a router that gives no probability, `none`, always
+leaves the backbone bare). `rerank_batch` routes many queries at once and scores the
+pairs expert by expert, so each forward pass runs under a single adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+
+from r2r.data.datamodule import PairEncoder
+from r2r.data.io import atomic_path, write_json_atomic
+from r2r.metrics import rank
+from r2r.models.backbones import Backbone
+from r2r.models.experts import load_adapter
+from r2r.models.scorer import RerankerScorer
+from r2r.routing.base import Router, load_router
+from r2r.types import Passage
+
+Document = str | Passage
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One reranked document: its position in the input, its id and its score."""
+
+    index: int
+    id: str
+    score: float
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    """The routing decision and the ranking for one query."""
+
+    expert: str | None  # None: the bare backbone
+    probabilities: Mapping[str, float]
+    ranking: tuple[Ranked, ...]  # best first
+
+
+class RoutedReranker:
+    """Routes each query to one domain expert of a shared frozen backbone and reranks."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        experts: Mapping[str, str | Path],
+        router: Router,
+        *,
+        threshold: float = 0.0,
+        inputs: Mapping[str, Any] | None = None,
+        batch_size: int = 16,
+        backbone_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        if missing := sorted(set(router.domains) - set(experts)):
+            raise ValueError(f"the router routes to {missing}, which have no expert")
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be within [0, 1], got {threshold}")
+        self.backbone = backbone
+        self.expert_dirs = {name: Path(folder) for name, folder in experts.items()}
+        model = backbone.model
+        for name, folder in self.expert_dirs.items():
+            model = load_adapter(model, folder, adapter_name=name)
+        self.model = model
+        self.router = router
+        self.threshold = threshold
+        self.inputs = dict(inputs or {})
+        self.batch_size = batch_size
+        self.backbone_config = dict(backbone_config or {})
+        self.encoder = PairEncoder(backbone.tokenizer, backbone.template, **self.inputs)
+        self.scorer = RerankerScorer.from_backbone(backbone, model).eval()
+
+    @property
+    def experts(self) -> list[str]:
+        return list(self.expert_dirs)
+
+    # ------------------------------------------------------------------ routing
+    def route(
+        self, queries: Sequence[str], *, true_domains: Sequence[str] | None = None
+    ) -> list[tuple[str | None, dict[str, float]]]:
+        """(expert or None, probabilities by domain) per query."""
+        probs = self.router.predict_proba(queries, true_domains=true_domains)
+        out = []
+        for row in probs.tolist():
+            by_domain = dict(zip(self.router.domains, row, strict=True))
+            top = max(range(len(row)), key=row.__getitem__)
+            # A zero row (router `none`) never routes, whatever the threshold.
+            chosen = (
+                self.router.domains[top] if row[top] > 0 and row[top] >= self.threshold else None
+            )
+            out.append((chosen, by_domain))
+        return out
+
+    # ------------------------------------------------------------------ scoring
+    @contextmanager
+    def active(self, expert: str | None) -> Iterator[None]:
+        """Score under `expert`'s adapter alone, or the bare backbone for None."""
+        if expert is None:
+            with self.model.disable_adapter():
+                yield
+            return
+        if expert not in self.expert_dirs:
+            raise KeyError(f"no expert {expert!r}; have {self.experts}")
+        self.model.set_adapter(expert)
+        yield
+
+    def score(
+        self, expert: str | None, queries: Sequence[str], documents: Sequence[str]
+    ) -> list[float]:
+        """Scores of (query, document) pairs under one expert, in batches."""
+        scores: list[float] = []
+        with self.active(expert), torch.no_grad():
+            for start in range(0, len(queries), self.batch_size):
+                stop = start + self.batch_size
+                batch = self.encoder(queries[start:stop], documents[start:stop])
+                scores += self.scorer(batch["input_ids"], batch["attention_mask"]).tolist()
+        return scores
+
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[Document],
+        top_n: int | None = None,
+        *,
+        true_domain: str | None = None,
+    ) -> RerankResult:
+        truth = None if true_domain is None else [true_domain]
+        return self.rerank_batch([(query, documents)], top_n, true_domains=truth)[0]
+
+    def rerank_batch(
+        self,
+        items: Sequence[tuple[str, Sequence[Document]]],
+        top_n: int | None = None,
+        *,
+        true_domains: Sequence[str] | None = None,
+    ) -> list[RerankResult]:
+        """Route every query, then score all pairs of one expert together."""
+        if top_n is not None and top_n < 1:
+            raise ValueError(f"top_n must be at least 1, got {top_n}")
+        routes = self.route([query for query, _ in items], true_domains=true_domains)
+        texts = [[_text(d) for d in docs] for _, docs in items]
+        scores: list[list[float]] = [[0.0] * len(docs) for docs in texts]
+        by_expert: dict[str | None, list[tuple[int, int]]] = {}
+        for i, (expert, _) in enumerate(routes):
+            by_expert.setdefault(expert, []).extend((i, j) for j in range(len(texts[i])))
+        for expert, pairs in by_expert.items():
+            got = self.score(
+                expert, [items[i][0] for i, _ in pairs], [texts[i][j] for i, j in pairs]
+            )
+            for (i, j), value in zip(pairs, got, strict=True):
+                scores[i][j] = value
+        results = []
+        for (_, docs), (expert, probs), item_scores in zip(items, routes, scores, strict=True):
+            ids = [_id(d, j) for j, d in enumerate(docs)]
+            position = {doc_id: j for j, doc_id in enumerate(ids)}
+            order = rank(ids, item_scores)[:top_n]
+            ranking = tuple(Ranked(position[d], d, item_scores[position[d]]) for d in order)
+            results.append(RerankResult(expert, probs, ranking))
+        return results
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, folder: str | Path) -> Path:
+        """`system.json`, `experts/<name>/` (peft adapters) and `router/`, written whole."""
+        if not self.backbone_config:
+            raise ValueError("save needs backbone_config (the backbone's Hydra config)")
+        folder = Path(folder)
+        with atomic_path(folder) as staged:
+            for name, source in self.expert_dirs.items():
+                shutil.copytree(source, staged / "experts" / name)
+            self.router.save(staged / "router")
+            meta = {
+                "backbone": self.backbone_config,
+                "experts": self.experts,
+                "threshold": self.threshold,
+                "inputs": self.inputs,
+                "batch_size": self.batch_size,
+            }
+            write_json_atomic(staged / "system.json", meta)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, *, backbone: Backbone | None = None) -> RoutedReranker:
+        """Rebuild a saved system; the backbone comes from its saved config unless given."""
+        folder = Path(folder)
+        path = folder / "system.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder} holds no system.json (not a saved r2r system)")
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        if backbone is None:
+            backbone = instantiate(meta["backbone"])
+        experts = {name: folder / "experts" / name for name in meta["experts"]}
+        system = cls(
+            backbone,
+            experts,
+            # A placeholder until the real router can see the adapter-wrapped model.
+            _Unrouted(meta["experts"]),
+            threshold=meta["threshold"],
+            inputs=meta["inputs"],
+            batch_size=meta["batch_size"],
+            backbone_config=meta["backbone"],
+        )
+        system.router = load_router(folder / "router", backbone=backbone, model=system.model)
+        return system
+
+
+class _Unrouted(Router):
+    kind = "_unrouted"
+
+    def predict_proba(self, texts, *, true_domains=None):
+        raise RuntimeError("router not loaded yet")
+
+
+def _text(document: Document) -> str:
+    return document.content if isinstance(document, Passage) else document
+
+
+def _id(document: Document, index: int) -> str:
+    return document.id if isinstance(document, Passage) else str(index)

@@ -1,0 +1,123 @@
+"""`python -m r2r.rerank`: a JSONL file of queries and candidates through a saved system."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from r2r.data.errors import DataError
+from r2r.models.backbones import load_tiny
+from r2r.models.experts import add_lora, save_adapter
+from r2r.rerank import main, read_requests
+from r2r.routing import OracleRouter
+from r2r.routing.system import RoutedReranker
+from r2r.types import Passage
+
+DOMAINS = ("legal", "medical")
+TINY = {
+    "_target_": "r2r.models.backbones.load_tiny",
+    "arch": "qwen",
+    "seed": 0,
+    "template": {"_target_": "r2r.models.templates.named_template", "name": "qwen3_reranker"},
+}
+ROWS = [
+    {
+        "id": "a",
+        "query": "bail granted",
+        "documents": ["bail", "aspirin", "appeal"],
+        "domain": "legal",
+    },
+    {
+        "id": "b",
+        "query": "aspirin dose",
+        "documents": [
+            {"id": "x", "text": "75 mg daily"},
+            {"id": "y", "text": "bail", "title": "t"},
+        ],
+        "domain": "medical",
+    },
+    {"id": "c", "query": "appeal heard", "documents": ["appeal dismissed"], "domain": "legal"},
+]
+
+
+@pytest.fixture(scope="module")
+def system_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("system")
+    experts = {}
+    for k, domain in enumerate(DOMAINS):
+        model = add_lora(load_tiny("qwen", seed=0).model, r=4, alpha=8)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_" in name:
+                    p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(k)) * 0.2)
+        experts[domain] = save_adapter(model, root / "trained" / domain)
+    system = RoutedReranker(
+        load_tiny("qwen", seed=0), experts, OracleRouter(DOMAINS), backbone_config=TINY
+    )
+    return system.save(root / "system")
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def test_cli_writes_the_systems_rankings_in_input_order(system_dir: Path, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", ROWS)
+    assert main([str(system_dir), str(source), str(tmp_path / "out.jsonl"), "--top-n", "2"]) == 0
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [row["id"] for row in out] == ["a", "b", "c"]
+    assert [row["expert"] for row in out] == ["legal", "medical", "legal"]
+    assert out[1]["probabilities"] == {"legal": 0.0, "medical": 1.0}
+    assert [len(row["ranking"]) for row in out] == [2, 2, 1]
+    # The same numbers as the Python API on the same system.
+    system = RoutedReranker.load(system_dir)
+    docs_b = [Passage("x", "75 mg daily"), Passage("y", "bail", "t")]
+    want = system.rerank("aspirin dose", docs_b, top_n=2, true_domain="medical")
+    assert [(r["id"], r["index"]) for r in out[1]["ranking"]] == [
+        (r.id, r.index) for r in want.ranking
+    ]
+    assert [r["score"] for r in out[1]["ranking"]] == pytest.approx(
+        [r.score for r in want.ranking], abs=1e-6
+    )
+    assert out[0]["ranking"][0]["id"] == str(out[0]["ranking"][0]["index"])
+
+
+@pytest.mark.parametrize(
+    ("lines", "where"),
+    [
+        (['{"query": "q", "documents": ["d"], "domain": "legal"}', "{not json"], ":2"),
+        ([{"query": "", "documents": ["d"]}], ":1 field 'query'"),
+        ([{"query": "q", "documents": []}], ":1 field 'documents'"),
+        ([{"query": "q", "documents": ["d", {"title": "no text"}]}], ":1 field 'documents[1]'"),
+        (
+            [{"query": "q", "documents": [{"id": "1", "text": "a"}, {"id": "1", "text": "b"}]}],
+            ":1 field 'documents'",
+        ),
+        ([{"id": "z", "query": "q", "documents": ["d"]}] * 2, ":2 field 'id'"),
+        (
+            [
+                {"query": "q", "documents": ["d"], "domain": "legal"},
+                {"query": "q", "documents": ["d"]},
+            ],
+            ":2 field 'domain'",
+        ),
+    ],
+)
+def test_bad_input_names_line_and_field(tmp_path: Path, lines: list, where: str) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", lines)
+    with pytest.raises(DataError) as err:
+        read_requests(source)
+    assert f"{source}{where}" in str(err.value)
+
+
+def test_bad_input_fails_before_loading_and_writes_nothing(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", ["[1, 2]"])
+    with pytest.raises(DataError, match="must be a JSON object"):
+        main([str(tmp_path / "no_system"), str(source), str(tmp_path / "out.jsonl")])
+    assert not (tmp_path / "out.jsonl").exists()
+    with pytest.raises(DataError, match="no such file"):
+        read_requests(tmp_path / "missing.jsonl")

@@ -1,0 +1,152 @@
+"""The routed reranker: one backbone, named experts, a router, single and batch reranking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftModel
+
+from r2r.data.datamodule import PairEncoder
+from r2r.models.backbones import load_tiny
+from r2r.models.experts import add_lora, save_adapter
+from r2r.models.scorer import RerankerScorer
+from r2r.routing import OracleRouter, Router
+from r2r.routing.system import RoutedReranker
+from r2r.types import Passage
+
+DOMAINS = ("legal", "medical", "finance")
+INPUTS = {"max_length": 160, "max_query_length": 24}
+TINY = {
+    "_target_": "r2r.models.backbones.load_tiny",
+    "arch": "qwen",
+    "seed": 0,
+    "template": {"_target_": "r2r.models.templates.named_template", "name": "qwen3_reranker"},
+}
+ITEMS = [
+    ("bail granted to the accused", ["the court granted bail", "aspirin dosage", "a dividend"]),
+    ("dosage of aspirin for adults", ["take 75 mg daily", "bail refused", "net revenue rose"]),
+    ("dividend paid by the company", ["quarterly dividend", "appeal allowed", "insulin"]),
+    ("appeal against conviction", ["appeal dismissed", "the appeal was heard", "ibuprofen"]),
+]
+TRUTH = ["legal", "medical", "finance", "legal"]
+
+
+def tiny():
+    return load_tiny("qwen", seed=0)
+
+
+@pytest.fixture(scope="module")
+def expert_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Three experts whose LoRA B weights are non-zero and differ, so each changes scores."""
+    root = tmp_path_factory.mktemp("experts")
+    out = {}
+    for k, domain in enumerate(DOMAINS):
+        model = add_lora(tiny().model, r=4, alpha=8)
+        gen = torch.Generator().manual_seed(k)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_" in name:
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+        out[domain] = save_adapter(model, root / domain)
+    return out
+
+
+class FixedRouter(Router):
+    """Probabilities given per query text (tests only)."""
+
+    kind = "fixed"
+
+    def __init__(self, domains, table):
+        super().__init__(domains)
+        self.table = table
+
+    def predict_proba(self, texts, *, true_domains=None):
+        return torch.tensor([self.table[t] for t in texts])
+
+
+def reference_scores(folder: Path | None, query: str, docs: list[str]) -> list[float]:
+    """Scores from a fresh backbone holding only that expert (None: the bare backbone)."""
+    backbone = tiny()
+    model = backbone.model if folder is None else PeftModel.from_pretrained(backbone.model, folder)
+    scorer = RerankerScorer.from_backbone(backbone, model).eval()
+    batch = PairEncoder(backbone.tokenizer, backbone.template, **INPUTS)([query] * len(docs), docs)
+    with torch.no_grad():
+        return scorer(batch["input_ids"], batch["attention_mask"]).tolist()
+
+
+def test_the_active_expert_is_the_routed_one(expert_dirs) -> None:
+    system = RoutedReranker(tiny(), expert_dirs, OracleRouter(DOMAINS), inputs=INPUTS)
+    results = system.rerank_batch(ITEMS, true_domains=TRUTH)
+    for (query, docs), truth, result in zip(ITEMS, TRUTH, results, strict=True):
+        assert result.expert == truth
+        assert result.probabilities == {d: float(d == truth) for d in DOMAINS}
+        want = reference_scores(expert_dirs[truth], query, docs)
+        got = sorted(result.ranking, key=lambda r: r.index)
+        assert [r.score for r in got] == pytest.approx(want, abs=1e-5)
+        # Another expert (or none) would have scored differently.
+        other = reference_scores(expert_dirs[DOMAINS[DOMAINS.index(truth) - 1]], query, docs)
+        assert [r.score for r in got] != pytest.approx(other, abs=1e-3)
+    # The bare backbone, with the adapters loaded but disabled.
+    bare = [system.score(None, [ITEMS[0][0]] * 3, ITEMS[0][1])]
+    assert bare[0] == pytest.approx(reference_scores(None, *ITEMS[0]), abs=1e-5)
+
+
+def test_batch_reranking_equals_one_query_at_a_time(expert_dirs) -> None:
+    table = {
+        ITEMS[0][0]: [0.9, 0.05, 0.05],
+        ITEMS[1][0]: [0.2, 0.5, 0.3],
+        ITEMS[2][0]: [0.1, 0.1, 0.8],
+        ITEMS[3][0]: [0.6, 0.2, 0.2],
+    }
+    system = RoutedReranker(tiny(), expert_dirs, FixedRouter(DOMAINS, table), threshold=0.55)
+    batch = system.rerank_batch(ITEMS, top_n=2)
+    single = [system.rerank(q, docs, top_n=2) for q, docs in ITEMS]
+    # Query 1's top probability (0.5) is under the threshold: the bare backbone scores it.
+    assert [r.expert for r in batch] == ["legal", None, "finance", "legal"]
+    for one, many in zip(single, batch, strict=True):
+        assert one.expert == many.expert
+        assert len(many.ranking) == 2
+        assert [r.index for r in one.ranking] == [r.index for r in many.ranking]
+        assert [r.score for r in one.ranking] == pytest.approx(
+            [r.score for r in many.ranking], abs=1e-5
+        )
+        assert many.ranking[0].score >= many.ranking[1].score
+
+
+def test_results_carry_document_ids_and_the_full_ranking(expert_dirs) -> None:
+    system = RoutedReranker(tiny(), expert_dirs, OracleRouter(DOMAINS))
+    docs = [Passage("d7", "the court granted bail"), Passage("d2", "aspirin", title="drug")]
+    result = system.rerank("bail granted", docs, true_domain="legal")
+    assert sorted(r.id for r in result.ranking) == ["d2", "d7"]
+    assert {r.id: r.index for r in result.ranking} == {"d7": 0, "d2": 1}
+    with pytest.raises(ValueError, match="top_n must be at least 1"):
+        system.rerank("bail", docs, top_n=0, true_domain="legal")
+
+
+def test_save_and_load_round_trip(expert_dirs, tmp_path: Path) -> None:
+    system = RoutedReranker(
+        tiny(), expert_dirs, OracleRouter(DOMAINS), inputs=INPUTS, backbone_config=TINY
+    )
+    before = system.rerank_batch(ITEMS, top_n=3, true_domains=TRUTH)
+    folder = system.save(tmp_path / "system")
+    assert sorted(p.name for p in folder.iterdir()) == ["experts", "router", "system.json"]
+    again = RoutedReranker.load(folder)
+    after = again.rerank_batch(ITEMS, top_n=3, true_domains=TRUTH)
+    assert [r.expert for r in after] == [r.expert for r in before]
+    for a, b in zip(after, before, strict=True):
+        assert [(r.index, r.id) for r in a.ranking] == [(r.index, r.id) for r in b.ranking]
+        assert [r.score for r in a.ranking] == pytest.approx([r.score for r in b.ranking], abs=1e-6)
+
+
+def test_bad_systems(expert_dirs, tmp_path: Path) -> None:
+    partial = {"legal": expert_dirs["legal"]}
+    with pytest.raises(ValueError, match=r"routes to \['finance', 'medical'\]"):
+        RoutedReranker(tiny(), partial, OracleRouter(DOMAINS))
+    with pytest.raises(ValueError, match="threshold"):
+        RoutedReranker(tiny(), expert_dirs, OracleRouter(DOMAINS), threshold=1.5)
+    with pytest.raises(FileNotFoundError, match=r"no system\.json"):
+        RoutedReranker.load(tmp_path)
+    with pytest.raises(ValueError, match="needs backbone_config"):
+        RoutedReranker(tiny(), expert_dirs, OracleRouter(DOMAINS)).save(tmp_path / "s")
