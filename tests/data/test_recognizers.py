@@ -121,6 +121,150 @@ def test_general_rules_and_non_entities() -> None:
     ]
 
 
+# ----------------------------------------------------------------------------- precision
+# False positives seen on real legal / medical / finance text, rewritten as short phrases,
+# next to the true positives each fix must keep.
+REGRESSIONS = {
+    "numeric-date-before-full-stop": (
+        "legal",
+        "Clause 4 was amended w.e.f. 3-8-1991. It applied from 7.2.1990, onwards.",
+        [("Clause 4", "STATUTE"), ("3-8-1991", "DATE"), ("7.2.1990", "DATE")],
+    ),
+    "generic-central-or-state-act": (
+        "legal",
+        "Nothing in any Central Act or a State Act, nor the Arms Act, 1959, applies.",
+        [("Arms Act, 1959", "STATUTE")],
+    ),
+    "numbered-act-and-constitution-amendment-whole": (
+        "legal",
+        "As amended by Kerala Act 7 of 1990 and the Constitution (Ninth Amendment) Act, 1960; "
+        "this Constitution governs.",
+        [
+            ("Kerala Act 7 of 1990", "STATUTE"),
+            ("Constitution (Ninth Amendment) Act, 1960", "STATUTE"),
+            ("Constitution", "STATUTE"),
+        ],
+    ),
+    "lacs-and-witness-labels": (
+        "legal",
+        "They demanded Rs.3 lacs and later Rs. 40,000. PW-2 and A-1 deposed.",
+        [("Rs.3 lacs", "MONEY"), ("Rs. 40,000", "MONEY")],
+    ),
+    "questionnaires-viruses-levels-not-genes": (
+        "medical",
+        "Mood (PHQ-9), SF-36, HIV-1 and CI95% were scored; F-2 and L-1 were spared.",
+        [],
+    ),
+    "study-arms-and-code-pieces-not-genes": (
+        "medical",
+        "Arms LA1 and LB2 had TT4 and 5-HT2 data; CA19-9 and GP5+ primers were used.",
+        [("9", "NUMBER")],  # the digit after "CA19-" stays a number
+    ),
+    "genes-kept": (
+        "medical",
+        "IL-6, CD4 and CD8 cells, BRCA1/2 carriers, COX-2 and KCNQ1 were studied.",
+        [
+            ("IL-6", "GENE"),
+            ("CD4", "GENE"),
+            ("CD8", "GENE"),
+            ("BRCA1", "GENE"),
+            ("2", "NUMBER"),
+            ("COX-2", "GENE"),
+            ("KCNQ1", "GENE"),
+        ],
+    ),
+    "measurements-not-dosages": (
+        "medical",
+        "Blood loss was 250 mL, birth weight 3100 g, a score of 2.75 units and 0.5 mg/0.2 ml drops.",
+        [
+            ("250", "NUMBER"),
+            ("3100", "NUMBER"),
+            ("2.75", "NUMBER"),
+            ("0.5", "NUMBER"),
+            ("0.2", "NUMBER"),
+        ],
+    ),
+    "dosages-kept": (
+        "medical",
+        "Each got a 2 g sachet, 20 mL/kg fluid, 1000 units of toxin and 5 mg daily.",
+        [
+            ("2 g", "DOSAGE"),
+            ("20 mL/kg", "DOSAGE"),
+            ("1000 units", "DOSAGE"),
+            ("5 mg daily", "DOSAGE"),
+        ],
+    ),
+    "hormone-physiology-not-drugs": (
+        "medical",
+        "Insulin resistance and somatostatin receptor levels rose, unlike histidine; insulin "
+        "therapy and metformin helped.",
+        [("insulin", "DRUG"), ("metformin", "DRUG")],
+    ),
+    "generic-qualifier-not-disease": (
+        "medical",
+        "Patients with advanced disease or benign lesions, and advanced rectal cancer, were seen.",
+        [("advanced rectal cancer", "DISEASE")],
+    ),
+    "number-glued-to-a-word": (
+        "medical",
+        "A 14-fold rise, a 2-methoxy group.",
+        [("14", "NUMBER")],
+    ),
+    "institutions-and-vessels-not-persons": (
+        "general",
+        "Staff at Grace Memorial Hospital, the tanker Oscar Spirit and the Victoria Jobs Tax "
+        "Credit; Mr. Okafor and Dr. Maya Costa agreed.",
+        [("Okafor", "PERSON"), ("Maya Costa", "PERSON")],
+    ),
+    "acronyms-not-tickers": (
+        "finance",
+        "The Bureau of Mines and Safety (BMS) fined Zeekr Technology Services Inc. (ZTS); "
+        "Velora Shipping (VLS) did not.",
+        [
+            ("Zeekr Technology Services Inc", "COMPANY"),
+            ("Velora Shipping", "COMPANY"),
+            ("VLS", "TICKER"),
+        ],
+    ),
+    "segments-not-companies": (
+        "finance",
+        "Application Software | Data Center Group | Velora Shipping",
+        [("Velora Shipping", "COMPANY")],
+    ),
+    "year-end-and-compound-durations": (
+        "finance",
+        "At 2019 year end, within forty-eight hours and 2-5 years.",
+        [
+            ("2019", "DATE"),
+            ("forty-eight hours", "DURATION"),
+            ("2", "NUMBER"),
+            ("5 years", "DURATION"),
+        ],
+    ),
+    "table-units-and-negatives": (
+        "finance",
+        "2019 | 2018 / £000 | £000 / Net | $(1,221) | $1.2 million | (3)% | 4.5%",
+        [
+            ("2019", "DATE"),
+            ("2018", "DATE"),
+            ("$(1,221)", "MONEY"),
+            ("$1.2 million", "MONEY"),
+            ("(3)%", "PERCENT"),
+            ("4.5%", "PERCENT"),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("domain", "text", "expected"), REGRESSIONS.values(), ids=list(REGRESSIONS)
+)
+def test_real_text_false_positives_stay_fixed(
+    domain: str, text: str, expected: list[tuple[str, str]]
+) -> None:
+    assert found(domain, text) == expected
+
+
 def test_user_gazetteer_adds_exact_matches_and_wins_ties() -> None:
     recognise = RuleRecognizer("finance", gazetteer={"COMPANY": ["Zeekr"], "CITY": ["2019"]})
     assert [(s.text, s.type) for s in recognise("Zeekr grew in 2019.")] == [

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from r2r.data.masking.recognizers import EntitySpan, Recognizer, normalise
+from r2r.data.masking.recognizers import RULE_DOMAINS, EntitySpan, Recognizer, normalise
 from r2r.data.masking.strategies import EntityMasking, group_texts, word_spans
 from r2r.types import RankingGroup, RetrievalDataset
 
@@ -106,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--domains", nargs="+", default=["legal", "medical", "finance"], help="synthetic domains"
     )
     parser.add_argument("--folder", type=Path, help="BEIR folder (with --data beir)")
-    parser.add_argument("--domain", help="domain of the BEIR folder (with --data beir)")
+    parser.add_argument(
+        "--domain", choices=RULE_DOMAINS, help="domain of the BEIR folder (with --data beir)"
+    )
     parser.add_argument(
         "--shared", type=Path, default=Path("../shared/data"), help="raw shared data root"
     )

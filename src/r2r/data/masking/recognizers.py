@@ -740,9 +740,26 @@ STARTERS = frozenset(
         "Notwithstanding",
     ]
 )
-# Leading words of Title Case phrases that are column headings, not company names.
+# Leading words of Title Case phrases that are column headings or business segments
+# ("Application Software", "Data Center Group"), not company names.
 _NOT_COMPANY_WORDS = frozenset(
     [
+        "application",
+        "applications",
+        "client",
+        "comprehensive",
+        "data",
+        "full",
+        "internal-use",
+        "invested",
+        "joint",
+        "listed",
+        "network",
+        "process",
+        "programmable",
+        "rabbi",
+        "service",
+        "strategic",
         "working",
         "share",
         "venture",
@@ -842,6 +859,8 @@ _NOT_DRUGS = frozenset(
         "eventide",
         "yuletide",
         "placebo",
+        "histidine",
+        "cystatin",
     ]
 )
 _NOT_DISEASE_WORDS = frozenset(
@@ -921,6 +940,98 @@ _NOT_DISEASE_MODIFIERS = frozenset(
         "for",
     ]
 )
+# Qualifiers that leave "disease", "lesions" or "infection" generic ("advanced disease",
+# "benign lesions"); with an organ or a named condition the phrase names a disease.
+_GENERIC_DISEASE_MODIFIERS = _NOT_DISEASE_MODIFIERS | frozenset(
+    [
+        "chronic",
+        "acute",
+        "subacute",
+        "advanced",
+        "benign",
+        "malignant",
+        "primary",
+        "secondary",
+        "progressive",
+        "recurrent",
+        "refractory",
+        "invasive",
+        "diffuse",
+        "focal",
+        "systemic",
+        "metastatic",
+        "infectious",
+        "inflammatory",
+    ]
+)
+# The body's own hormones, named for their physiology rather than given as drugs
+# ("insulin resistance", "somatostatin receptor").
+_ENDOGENOUS = frozenset(["insulin", "somatostatin", "epinephrine", "adrenaline", "oxytocin"])
+_PHYSIOLOGY_NOUNS = frozenset(
+    [
+        "resistance",
+        "sensitivity",
+        "secretion",
+        "receptor",
+        "receptors",
+        "signaling",
+        "signalling",
+        "release",
+        "autoantibody",
+        "autoantibodies",
+    ]
+)
+# Letter prefixes of codes shaped like gene symbols that name questionnaires, scores and
+# viruses ("PHQ-9", "SF-36", "DAS28", "HIV-1", "CI95%").
+_NOT_GENE_PREFIXES = frozenset(
+    ["PHQ", "SF", "SCL", "QLQ", "DAS", "ICD", "HADS", "EQ", "BDI", "CI",
+     "HIV", "HSV", "HPV", "HCV", "HBV", "EBV", "CMV", "HHV", "HTLV"]
+)  # fmt: skip
+# Two letters and one digit name study arms, stages and fracture types ("LA1", "IB1",
+# "LC2") far more often than genes; these prefixes are the exceptions (CD4, HLA-DR3).
+_SHORT_GENE_PREFIXES = frozenset(["CD", "DQ", "DR", "DP", "IL"])
+# Words that make a "First Last" pair an institution or a thing ("Henry Ford Hospital",
+# "Royal Alexandra Hospital", a vessel "Sean Spirit", "Georgia Job Tax Credits").
+_NOT_PERSON_WORDS = frozenset(
+    [
+        "Hospital",
+        "Hospitals",
+        "Memorial",
+        "Mission",
+        "Institute",
+        "University",
+        "College",
+        "School",
+        "Foundation",
+        "Centre",
+        "Center",
+        "Clinic",
+        "Infirmary",
+        "Society",
+        "Association",
+        "Museum",
+        "Library",
+        "Street",
+        "Road",
+        "Avenue",
+        "Award",
+        "Prize",
+        "Spirit",
+        "Tax",
+    ]
+)
+# Legislatures' generic names for an act ("any Central Act", "a State Act"): no one statute.
+_GENERIC_ACT_WORDS = (
+    r"(?:Central|State|Provincial|Union|Special|Local|Principal|Amending|Parent|Repealing|"
+    r"Existing|Corresponding|Relevant|Other|Said|Such)"
+)
+# Corporate forms after a name; "Cincinnati Bell Technology Solutions Inc. (CBTS)" abbreviates
+# the name before them.
+_CORPORATE_FORMS = frozenset(
+    ["Inc", "Incorporated", "Corp", "Corporation", "Co", "Ltd", "Limited", "LLC", "LLP", "LP",
+     "plc", "PLC", "AG", "SA", "NV", "GmbH", "SE", "Pty"]
+)  # fmt: skip
+_FUNCTION_WORDS = frozenset(["of", "and", "the", "for", "on", "in", "to", "de"])
 _COUNT_NOUNS = (
     "patients|participants|subjects|people|persons|cases|children|women|men|adults|employees|"
     "shares|students|respondents|individuals|samples|eyes|procedures|units|mg|infants|deaths"
@@ -948,7 +1059,7 @@ _NUMWORD = (
     r"(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|"
     r"fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|hundred)"
 )
-_SCALE = r"(?:million|billion|trillion|thousand|crores?|lakhs?|bn|mn|m|k)"
+_SCALE = r"(?:million|billion|trillion|thousand|crores?|lakhs?|lacs?|bn|mn|m|k)"
 _COMPANY_SUFFIX = (
     r"(?:Inc|Incorporated|Corp|Corporation|Co|Company|Holdings|Holding|Ltd|Limited|Group|plc|"
     r"PLC|LLC|LLP|LP|AG|SA|S\.A|NV|N\.V|GmbH|SE|Bank|Bancorp|Capital|Trust|Securities|Partners|"
@@ -998,8 +1109,9 @@ _STATUTE_ABBR = (
 _ACT_HEAD = r"(?:Act|Code|Rules|Regulations|Ordinance|Sanhita)"
 _ACT = (
     rf"{_START}(?:{_CAP}{_WS}(?:(?:of|for|and|on|the|to|in|&){_WS})*)+{_ACT_HEAD}(?![\w-])"
-    rf"(?:,?{_WS}{_YEAR}\b)?"
+    rf"(?:,?{_WS}(?:\d{{1,3}}{_WS}of{_WS})?{_YEAR}\b)?"  # "Arms Act, 1959", "Punjab Act 22 of 1983"
 )
+_GENERIC_ACT = rf"(?:{_GENERIC_ACT_WORDS}{_WS}(?:(?:or|and){_WS})?)+{_ACT_HEAD}"
 _SECTION_NUM = r"\d+[A-Z]?(?:\(\w{1,4}\))*"
 _SECTION_NUMS = rf"{_SECTION_NUM}(?:(?:{_OWS},{_OWS}|{_WS}(?:and|or|to|&){_WS}|/){_SECTION_NUM})*"
 _SECTION = (
@@ -1036,6 +1148,11 @@ def _span_check(ok: Callable[[str], bool]) -> Callable[[str, int, int], bool]:
     return lambda text, start, end: ok(text[start:end])
 
 
+def _next_word(text: str, end: int) -> str:
+    m = re.match(r"[^\S\n]+([\w'’-]+)", text[end:])
+    return m.group(1) if m else ""
+
+
 @_span_check
 def _company_ok(text: str) -> bool:
     # "Group" or "The Company" alone (after trimming) is a reference, not a name.
@@ -1043,9 +1160,10 @@ def _company_ok(text: str) -> bool:
     return len(words) > 1 and words[0].casefold() not in _NOT_COMPANY_WORDS
 
 
-@_span_check
-def _drug_ok(text: str) -> bool:
-    low = text.casefold()
+def _drug_ok(text: str, start: int, end: int) -> bool:
+    low = text[start:end].casefold()
+    if low in _ENDOGENOUS and _next_word(text, end).casefold() in _PHYSIOLOGY_NOUNS:
+        return False
     return low not in _NOT_DRUGS and not low.endswith(("peptide", "nucleotide"))
 
 
@@ -1054,8 +1172,27 @@ def _disease_ok(text: str) -> bool:
     words = text.split()
     if words[-1].casefold() in _NOT_DISEASE_WORDS:
         return False
-    # "disease", "syndrome", "cancer" alone (after trimming "the", "severe", ...) name nothing.
-    return len(words) > 1 or re.fullmatch(_DISEASE_NEEDS_MOD, words[0].casefold()) is None
+    # "disease", "syndrome", "cancer" alone (after trimming "the", "severe", ...) or after
+    # generic qualifiers only ("advanced disease", "benign lesions") name nothing.
+    if re.fullmatch(_DISEASE_NEEDS_MOD, words[-1].casefold()) is None:
+        return True
+    return any(w.casefold() not in _GENERIC_DISEASE_MODIFIERS for w in words[:-1])
+
+
+@_span_check
+def _dosage_ok(text: str) -> bool:
+    # Volumes, grams and decimal "units" are mostly measurements (blood loss 100 mL, birth
+    # weight 2025 g, a score of 3.60 units); they are doses when per kg or per day.
+    m = re.match(rf"({_AMOUNT}){_OWS}([^\s/]+)", text)
+    assert m is not None  # the DOSAGE pattern starts with an amount and a unit
+    amount, unit = m.group(1), m.group(2)
+    if text[m.end() :].strip():  # a "/kg" or a frequency follows
+        return True
+    if unit in ("mL", "ml"):
+        return False
+    if unit == "units":
+        return "." not in amount
+    return unit != "g" or float(amount.replace(",", "")) < 100
 
 
 @_span_check
@@ -1065,28 +1202,48 @@ def _multiword(text: str) -> bool:
 
 
 @_span_check
+def _act_ok(text: str) -> bool:
+    return len(text.split()) > 1 and re.fullmatch(_GENERIC_ACT, text) is None
+
+
+@_span_check
 def _ticker_ok(text: str) -> bool:
     return text not in _ACRONYMS
 
 
 def _parenthesised_ticker_ok(text: str, start: int, end: int) -> bool:
     # "Net Profit After Tax (NPAT)" defines an acronym: its letters are the preceding words'
-    # initials. "Kesar Partners (KSR)" is a ticker.
+    # initials, with or without "of"/"and" ("Bureau of Industry and Security (BIS)") and
+    # before a corporate form ("... Technology Solutions Inc. (CBTS)"). "Kesar Partners (KSR)"
+    # is a ticker.
     symbol = text[start:end]
     words = re.findall(r"[A-Za-z]+", text[max(0, start - 120) : start])
-    initials = "".join(w[0] for w in words[-len(symbol) :]).upper()
-    return symbol not in _ACRONYMS and initials != symbol
+    content = [w for w in words if w not in _FUNCTION_WORDS]
+    while content and content[-1] in _CORPORATE_FORMS:
+        content.pop()
+    n = len(symbol)
+    spelled = {"".join(w[0] for w in ws[-n:]).upper() for ws in (words, content)}
+    return symbol not in _ACRONYMS and symbol not in spelled
 
 
-@_span_check
-def _person_ok(text: str) -> bool:
-    return text.split()[0] not in STARTERS
-
-
-@_span_check
-def _gene_ok(text: str) -> bool:
+def _gene_ok(text: str, start: int, end: int) -> bool:
+    symbol = text[start:end]
+    m = re.match(r"[A-Z]+", symbol)
+    assert m is not None  # the GENE pattern starts with a capital
+    prefix = m.group()
+    if prefix in _NOT_GENE_PREFIXES:
+        return False
+    if re.fullmatch(r"[A-Z]{2}\d", symbol) and prefix not in _SHORT_GENE_PREFIXES:
+        return False
     # "stage III-2", "grade I-2": roman numerals, not genes.
-    return re.fullmatch(r"[IVX]+-\d+", text) is None
+    return re.fullmatch(r"[IVX]+-\d+", symbol) is None
+
+
+def _person_ok(text: str, start: int, end: int) -> bool:
+    words = text[start:end].split()
+    if words[0] in STARTERS or words[-1] in _NOT_PERSON_WORDS:
+        return False
+    return _next_word(text, end) not in _NOT_PERSON_WORDS
 
 
 def _common_rules() -> list[_Rule]:
@@ -1103,13 +1260,27 @@ def _common_rules() -> list[_Rule]:
             rf"\b(?:January|February|March|April|June|July|August|September|October|November|December){_WS}\d{{1,2}}(?:st|nd|rd|th)?\b",
         ),
         # Numeric dates use one separator twice ("12/10/2026"); "1.5-54" is an interval.
-        _rule("DATE", r"(?<![\d.,])\d{1,2}([/.-])\d{1,2}\1(?:\d{4}|\d{2})(?![\d.,])"),
+        # A sentence's full stop may follow a four-digit year ("w.e.f. 14-11-1994.").
+        _rule(
+            "DATE",
+            r"(?<![\d.,])\d{1,2}([/.-])\d{1,2}\1(?:\d{4}(?!\d|[.,]\d)|\d{2}(?![\d.,]))",
+        ),
         _rule("DATE", r"\b(?:19|20)\d\d-\d\d-\d\d\b"),
         # A bare year, unless it counts something ("2000 patients").
         _rule("DATE", rf"(?<![\w$€£₹.,]){_YEAR}(?![\w%]|[.,]\d|{_WS}(?:{_COUNT_NOUNS})\b)"),
-        _rule("NUMBER", rf"(?<![\w.,$€£₹]){_AMOUNT}(?![\w%]|[.,]\d)"),
+        # Not the digits of a code ("PHQ-9", "5-HT2"), which a hyphen glues to letters.
+        _rule(
+            "NUMBER",
+            rf"(?<![\w.,$€£₹])(?<![A-Za-z]-){_AMOUNT}(?![\w%]|[.,]\d|-(?!fold\b)[A-Za-z])",
+        ),
         _rule("PERCENT", rf"(?<![\w.]){_AMOUNT}{_OWS}(?:%|percent\b|per{_WS}cent\b)"),
-        _rule("MONEY", rf"(?:\b(?:US|A|C|HK|S|NZ))?[$€£¥₹]{_OWS}{_AMOUNT}(?:{_OWS}{_SCALE}\b)?"),
+        _rule("PERCENT", rf"(?<![\w.])\({_AMOUNT}\){_OWS}%"),  # a negative one in a table
+        # "£000" heads a table column of thousands; it is no amount. "$(1,221)" is a negative one.
+        _rule(
+            "MONEY",
+            rf"(?:\b(?:US|A|C|HK|S|NZ))?[$€£¥₹]{_OWS}(?!\(?000(?![\d.,]))"
+            rf"(?:\({_AMOUNT}\)|{_AMOUNT}(?:{_OWS}{_SCALE}\b)?)",
+        ),
         _rule(
             "MONEY",
             rf"\b(?:Rs\.?|INR|USD|EUR|GBP|JPY|CHF|CAD|AUD){_OWS}{_AMOUNT}(?:{_WS}{_SCALE}\b)?",
@@ -1119,7 +1290,9 @@ def _common_rules() -> list[_Rule]:
         ),
         _rule(
             "DURATION",
-            rf"(?<![\w.])(?:\d+|{_NUMWORD})(?:-|{_WS})(?:days?|weeks?|months?|years?|hours?|minutes?)\b",
+            # "forty-eight hours" whole; "2019 year end" is a year.
+            rf"(?<![\w.])(?!{_YEAR}(?:-|{_WS})year\b)(?:\d+|(?:{_NUMWORD}-)?{_NUMWORD})(?:-|{_WS})"
+            r"(?:days?|weeks?|months?|years?|hours?|minutes?)\b",
             flags=re.IGNORECASE,
         ),
         _rule(
@@ -1143,8 +1316,12 @@ def _legal_rules() -> list[_Rule]:
             "STATUTE",
             rf"{_SECTION}{_WS}{_SECTION_NUMS}(?:{_WS}(?:of{_WS})?(?:the{_WS})?(?:{_ACT}|{_STATUTE_ABBR}|Constitution(?:{_WS}of{_WS}India)?))?",
         ),
-        _rule("STATUTE", _ACT, _multiword),
-        _rule("STATUTE", rf"\bConstitution(?:{_WS}of{_WS}India)?\b"),
+        _rule("STATUTE", _ACT, _act_ok),
+        _rule(
+            "STATUTE",
+            rf"\bConstitution(?:{_WS}of{_WS}India\b|{_WS}\([\w-]+(?:{_WS}[\w-]+)?{_WS}"
+            rf"Amendment\){_WS}Act(?:,?{_WS}{_YEAR}(?!\d))?|\b)",
+        ),
         _rule("STATUTE", rf"\b{_STATUTE_ABBR}(?![\w])"),
         _rule(
             "COURT",
@@ -1160,7 +1337,7 @@ def _medical_rules() -> list[_Rule]:
     drugs = "|".join(sorted(COMMON_DRUGS, key=len, reverse=True))
     return [
         _rule("DRUG", rf"\b[A-Za-z][a-z]+{_DRUG_SUFFIX}\b", _drug_ok),
-        _rule("DRUG", rf"\b(?:{drugs})\b", flags=re.IGNORECASE),
+        _rule("DRUG", rf"\b(?:{drugs})\b", _drug_ok, flags=re.IGNORECASE),
         _rule(
             "DISEASE",
             rf"\b(?:{_DISEASE_MOD}{_WS}){{0,3}}{_DISEASE_HEAD}\b",
@@ -1177,15 +1354,21 @@ def _medical_rules() -> list[_Rule]:
             rf"(?<![\w-])(?:{'|'.join(re.escape(d) for d in sorted(COMMON_DISEASES, key=len, reverse=True))})(?![\w-])",
             flags=re.IGNORECASE,
         ),
-        _rule("GENE", r"\b[A-Z]{2,6}\d{1,3}[A-Z]?\b|\b[A-Z]{1,4}-[A-Z]?\d{1,2}\b", _gene_ok),
+        # Not a piece of "5-HT2", "CA72-4", "GP5+" or "CI95%".
+        _rule(
+            "GENE",
+            r"(?<!\w)(?<!\d-)(?:[A-Z]{2,6}\d{1,3}[A-Z]?|[A-Z]{2,4}-[A-Z]?\d{1,2})(?![\w+%]|-\d)",
+            _gene_ok,
+        ),
         _rule(
             "GENE",
             rf"(?<![\w-])(?:{'|'.join(re.escape(g) for g in sorted(GENES, key=len, reverse=True))})(?![\w-])",
         ),
         _rule(
             "DOSAGE",
-            rf"(?<![\w.]){_AMOUNT}{_OWS}(?:mg|mcg|µg|μg|ug|g|mL|ml|IU|units|mmol|mEq)"
+            rf"(?<![\w./]){_AMOUNT}{_OWS}(?:mg|mcg|µg|μg|ug|g|mL|ml|IU|units|mmol|mEq)"
             rf"(?:/(?:kg|m2|m²|day|d|dose|h))?(?:{_WS}{_FREQ})?(?![\w/])",
+            _dosage_ok,
         ),
     ]
 
