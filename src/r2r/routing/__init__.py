@@ -10,6 +10,7 @@ from r2r.routing.base import (
     load_router,
     register,
 )
+from r2r.routing.tfidf import TfidfRouter  # registers "tfidf" for load_router
 
 __all__ = [
     "ROUTERS",
@@ -18,6 +19,7 @@ __all__ = [
     "OracleRouter",
     "RandomRouter",
     "Router",
+    "TfidfRouter",
     "load_router",
     "register",
 ]

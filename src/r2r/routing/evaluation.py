@@ -1,0 +1,147 @@
+"""Routed reranking measured as the paper's Tables 2 and 3 (METHOD.md section 5).
+
+A routed ranking of a query is its candidate list scored by the expert its router picks,
+so every list is scored once under every expert and under the bare backbone
+(`score_matrix`); that matrix is the forgetting table (each expert on each domain), and
+each router's row is a selection from it (`evaluate_router`). Routing time is measured on
+the router itself, reranking time as the scoring time of the experts it picked.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from rich.progress import Progress
+from sklearn.metrics import f1_score
+
+from r2r.evaluation import evaluate
+from r2r.routing.base import Router
+from r2r.routing.system import RoutedReranker
+from r2r.types import CandidateList, ScoredList
+
+BASE = "base"  # the bare backbone's row in the forgetting table
+TABLE2_METRICS: tuple[str, ...] = tuple(
+    f"{m}@{k}" for m in ("ndcg", "mrr", "recall") for k in (5, 10)
+)
+
+
+@dataclass(frozen=True)
+class ScoreMatrix:
+    """The pooled lists scored under each expert (None: bare backbone), with timings."""
+
+    lists: Sequence[CandidateList]
+    scored: Mapping[str | None, Sequence[ScoredList]]  # aligned with `lists`
+    seconds: Mapping[str | None, Sequence[float]]  # scoring time per list
+
+
+@dataclass(frozen=True)
+class RouterResult:
+    name: str
+    accuracy: float | None  # None when the router never picks an expert (`none`)
+    macro_f1: float | None
+    n_params: int
+    routing_s: float
+    reranking_s: float
+    metrics: Mapping[str, float]  # `routed/<domain>/<metric>@k`
+    experts: Sequence[str | None] = field(repr=False)  # the pick per query
+
+    @property
+    def time_fraction(self) -> float:
+        """Routing time as a fraction of reranking time."""
+        return self.routing_s / self.reranking_s if self.reranking_s else float("nan")
+
+
+def score_matrix(
+    system: RoutedReranker, lists: Sequence[CandidateList], *, progress: bool = True
+) -> ScoreMatrix:
+    """Every list scored by every expert and by the bare backbone."""
+    queries = [c.query.text for c in lists for _ in c.passages]
+    documents = [p.content for c in lists for p in c.passages]
+    scored: dict[str | None, list[ScoredList]] = {}
+    seconds: dict[str | None, list[float]] = {}
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("scoring under each expert", total=len(system.experts) + 1)
+        for expert in [None, *system.experts]:
+            start = time.perf_counter()
+            flat = system.score(expert, queries, documents)
+            per_pair = (time.perf_counter() - start) / max(len(flat), 1)
+            scored[expert], seconds[expert], at = [], [], 0
+            for c in lists:
+                n = len(c.passages)
+                scored[expert].append(ScoredList(c, tuple(flat[at : at + n])))
+                seconds[expert].append(n * per_pair)
+                at += n
+            bar.advance(task)
+    return ScoreMatrix(lists, scored, seconds)
+
+
+def forgetting(matrix: ScoreMatrix) -> dict[str, dict[str, float]]:
+    """`expert or base` -> `domain/metric@k` -> value: every expert on every test set."""
+    return {
+        BASE if expert is None else expert: {
+            key.split("/", 1)[1]: value for key, value in evaluate(items, "x").items()
+        }
+        for expert, items in matrix.scored.items()
+    }
+
+
+def evaluate_router(
+    name: str, router: Router, system: RoutedReranker, matrix: ScoreMatrix
+) -> RouterResult:
+    """Route the pooled queries with `router` and score the picked experts' rankings."""
+    system.router = router
+    texts = [c.query.text for c in matrix.lists]
+    truth = [c.domain for c in matrix.lists]
+    start = time.perf_counter()
+    routes = system.route(texts, true_domains=truth)
+    routing_s = time.perf_counter() - start
+    picks = [expert for expert, _ in routes]
+    routed = [matrix.scored[e][i] for i, e in enumerate(picks)]
+    reranking_s = sum(matrix.seconds[e][i] for i, e in enumerate(picks))
+    metrics = {key.split("/", 1)[1]: value for key, value in evaluate(routed, "routed").items()}
+    accuracy = macro_f1 = None
+    if any(p is not None for p in picks):
+        predicted = [p if p is not None else BASE for p in picks]
+        accuracy = 100.0 * sum(p == t for p, t in zip(predicted, truth, strict=True)) / len(truth)
+        domains = sorted(set(truth))
+        macro_f1 = 100.0 * f1_score(truth, predicted, labels=domains, average="macro")
+    return RouterResult(
+        name, accuracy, macro_f1, router.n_params, routing_s, reranking_s, metrics, picks
+    )
+
+
+def table2(results: Sequence[RouterResult], domain: str = "all") -> str:
+    """Markdown: one row per router (accuracy, macro-F1, ranking metrics, cost)."""
+    head = ["router", "accuracy", "macro-F1", *TABLE2_METRICS, "params", "routing/reranking"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for r in results:
+        cells = [
+            r.name,
+            _pct(r.accuracy),
+            _pct(r.macro_f1),
+            *(_pct(r.metrics.get(f"{domain}/{m}")) for m in TABLE2_METRICS),
+            f"{r.n_params:,}",
+            f"{100 * r.time_fraction:.2f}%",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def forgetting_table(table: Mapping[str, Mapping[str, float]], metric: str = "ndcg@10") -> str:
+    """Markdown: rows = the bare backbone and each expert, columns = test domains."""
+    domains = sorted({key.split("/")[0] for row in table.values() for key in row} - {"all"})
+    lines = [
+        f"| {metric} | " + " | ".join(domains) + " |",
+        "|---|" + "---:|" * len(domains),
+    ]
+    for name, row in table.items():
+        lines.append(
+            f"| {name} | " + " | ".join(_pct(row.get(f"{d}/{metric}")) for d in domains) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"

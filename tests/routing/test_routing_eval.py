@@ -1,0 +1,119 @@
+"""Tables 2 and 3: the score matrix, the forgetting table and routed evaluation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from r2r.evaluation import evaluate
+from r2r.models.backbones import load_tiny
+from r2r.models.experts import add_lora, save_adapter
+from r2r.routing import NoRouter, OracleRouter, RandomRouter
+from r2r.routing.evaluation import (
+    evaluate_router,
+    forgetting,
+    forgetting_table,
+    score_matrix,
+    table2,
+)
+from r2r.routing.system import RoutedReranker
+from r2r.types import CandidateList, Passage, Query, ScoredList
+
+DOMAINS = ("legal", "medical")
+
+
+def candidates(domain: str, qid: str, query: str, docs: list[str]) -> CandidateList:
+    passages = tuple(Passage(f"{qid}-d{i}", d) for i, d in enumerate(docs))
+    return CandidateList(domain, Query(qid, query), passages, (3.0, 2.0, 1.0), {f"{qid}-d1": 1})
+
+
+LISTS = [
+    candidates("legal", "l1", "bail granted", ["bail refused", "the court granted bail", "tax"]),
+    candidates("legal", "l2", "appeal heard", ["aspirin", "the appeal was heard", "appeal"]),
+    candidates("medical", "m1", "aspirin dose", ["bail", "take 75 mg of aspirin", "dose"]),
+    candidates("medical", "m2", "insulin use", ["insulin pumps", "insulin for diabetes", "law"]),
+]
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> RoutedReranker:
+    root = tmp_path_factory.mktemp("experts")
+    experts = {}
+    for k, domain in enumerate(DOMAINS):
+        model = add_lora(load_tiny("qwen", seed=0).model, r=4, alpha=8)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_" in name:
+                    p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(k)) * 0.3)
+        experts[domain] = save_adapter(model, root / domain)
+    return RoutedReranker(load_tiny("qwen", seed=0), experts, OracleRouter(DOMAINS))
+
+
+@pytest.fixture(scope="module")
+def matrix(system: RoutedReranker):
+    return score_matrix(system, LISTS, progress=False)
+
+
+def test_every_list_is_scored_under_every_expert_and_the_base(system, matrix) -> None:
+    assert list(matrix.scored) == [None, "legal", "medical"]
+    for expert, items in matrix.scored.items():
+        assert [s.candidates for s in items] == LISTS
+        assert len(matrix.seconds[expert]) == 4 and all(t > 0 for t in matrix.seconds[expert])
+        c = LISTS[2]
+        alone = system.score(expert, [c.query.text] * 3, [p.content for p in c.passages])
+        assert list(items[2].scores) == pytest.approx(alone, abs=1e-5)
+    # The experts change the scores.
+    assert matrix.scored["legal"][0].scores != pytest.approx(matrix.scored[None][0].scores)
+
+
+def test_forgetting_table_holds_each_expert_on_each_domain(matrix) -> None:
+    table = forgetting(matrix)
+    assert list(table) == ["base", "legal", "medical"]
+    for name, expert in (("base", None), ("legal", "legal"), ("medical", "medical")):
+        want = evaluate(matrix.scored[expert], "x")
+        assert table[name] == {k.split("/", 1)[1]: v for k, v in want.items()}
+    md = forgetting_table(table).splitlines()
+    assert md[0] == "| ndcg@10 | legal | medical |"
+    assert (
+        md[2]
+        == f"| base | {table['base']['legal/ndcg@10']:.1f} | {table['base']['medical/ndcg@10']:.1f} |"
+    )
+
+
+def test_routed_rows_select_from_the_matrix(system, matrix) -> None:
+    oracle = evaluate_router("oracle", OracleRouter(DOMAINS), system, matrix)
+    assert oracle.experts == ["legal", "legal", "medical", "medical"]
+    assert (oracle.accuracy, oracle.macro_f1, oracle.n_params) == (100.0, 100.0, 0)
+    diagonal = [matrix.scored[c.domain][i] for i, c in enumerate(LISTS)]
+    assert oracle.metrics == {k.split("/", 1)[1]: v for k, v in evaluate(diagonal, "x").items()}
+    assert oracle.reranking_s == pytest.approx(
+        sum(matrix.seconds[c.domain][i] for i, c in enumerate(LISTS))
+    )
+    assert oracle.routing_s > 0 and oracle.time_fraction == oracle.routing_s / oracle.reranking_s
+
+    bare = evaluate_router("none", NoRouter(DOMAINS), system, matrix)
+    assert bare.experts == [None] * 4 and bare.accuracy is None and bare.macro_f1 is None
+    assert bare.metrics == forgetting(matrix)["base"]
+
+    rand = evaluate_router("random", RandomRouter(DOMAINS, seed=0), system, matrix)
+    picks = [
+        DOMAINS[int(row.argmax())]
+        for row in RandomRouter(DOMAINS, seed=0).predict_proba([c.query.text for c in LISTS])
+    ]
+    assert rand.experts == picks
+    assert (
+        rand.accuracy == 100.0 * sum(p == c.domain for p, c in zip(picks, LISTS, strict=True)) / 4
+    )
+    md = table2([oracle, bare]).splitlines()
+    assert md[0] == (
+        "| router | accuracy | macro-F1 | ndcg@5 | ndcg@10 | mrr@5 | mrr@10 | recall@5 | "
+        "recall@10 | params | routing/reranking |"
+    )
+    assert md[2].startswith("| oracle | 100.0 | 100.0 | ")
+    assert md[3].startswith("| none | – | – | ")
+
+
+def test_scored_lists_keep_positions(matrix) -> None:
+    # ScoredList i of every expert belongs to list i, with one score per passage.
+    for items in matrix.scored.values():
+        assert all(isinstance(s, ScoredList) and len(s.scores) == 3 for s in items)
