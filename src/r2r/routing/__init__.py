@@ -10,11 +10,17 @@ from r2r.routing.base import (
     load_router,
     register,
 )
-from r2r.routing.tfidf import TfidfRouter  # registers "tfidf" for load_router
+
+# Imported to register their kinds with load_router.
+from r2r.routing.feature_router import EmbeddingRouter, FeatureRouter, LatentSemanticRouter
+from r2r.routing.tfidf import TfidfRouter
 
 __all__ = [
     "ROUTERS",
+    "EmbeddingRouter",
+    "FeatureRouter",
     "Featurizer",
+    "LatentSemanticRouter",
     "NoRouter",
     "OracleRouter",
     "RandomRouter",

@@ -1,0 +1,362 @@
+"""Routers that classify fixed query features, and the Latent Semantic Router built on them.
+
+`FeatureRouter` trains a small head (linear or MLP, `heads.py`) on the features of any
+`Featurizer`, with Lightning on CPU: features are computed once (optionally cached on disk),
+so training is cheap. `LatentSemanticRouter` (kind "lsr", METHOD.md section 5) is a
+FeatureRouter over the frozen backbone's own hidden state of the query (`LatentFeaturizer`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from r2r.data.io import atomic_path
+from r2r.routing.base import Featurizer, Router, register
+from r2r.routing.features import DEFAULT_QUERY_TEMPLATE, FeatureCache, LatentFeaturizer, Pooling
+from r2r.routing.heads import HeadKind, Standardize, make_head
+from r2r.routing.lit_router import RouterModule
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import Logger
+
+    from r2r.models.backbones import Backbone
+
+HEAD_FILE = "head.safetensors"
+
+
+class FeatureRouter(Router):
+    """p(d|q) = softmax(head(standardize(features(q)))), trained with cross-entropy.
+
+    featurizer: texts -> (N, dim) features; any `Featurizer`.
+    head, hidden, dropout: the head (`make_head`).
+    standardize: z-score features with the training set's mean and std (buffers, so
+        `n_params` is the head's parameters alone).
+    epochs, lr, weight_decay, batch_size, seed: AdamW training; the same seed gives the same
+        head (initialisation and shuffling are seeded; the caller's RNG is left untouched).
+    cache: where features are kept between calls (training and evaluation query sets are
+        featurized once each).
+    progress_bar, logger: Lightning's, off by default.
+
+    Subclasses set `kind`, build their featurizer and rebuild it in `load`.
+    """
+
+    def __init__(
+        self,
+        domains: Sequence[str],
+        featurizer: Featurizer,
+        *,
+        head: HeadKind = "linear",
+        hidden: int = 256,
+        dropout: float = 0.0,
+        standardize: bool = True,
+        epochs: int = 20,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        batch_size: int = 64,
+        seed: int = 0,
+        cache: FeatureCache | None = None,
+        progress_bar: bool = False,
+        logger: Logger | bool = False,
+    ) -> None:
+        super().__init__(domains)
+        if epochs < 1 or batch_size < 1:
+            raise ValueError(f"epochs={epochs} and batch_size={batch_size} must be >= 1")
+        if lr <= 0 or weight_decay < 0:
+            raise ValueError(f"lr={lr} must be > 0 and weight_decay={weight_decay} >= 0")
+        self.featurizer = featurizer
+        self.head_kind, self.hidden, self.dropout = head, hidden, dropout
+        self.standardize = standardize
+        self.epochs, self.lr, self.weight_decay = epochs, lr, weight_decay
+        self.batch_size, self.seed = batch_size, seed
+        self.cache, self.progress_bar, self.logger = cache, progress_bar, logger
+        self.head = self._new_head()  # checks the head settings now, not at fit time
+        self.fitted = False
+        self.metrics: dict[str, float] = {}  # the last epoch's logged values after `fit`
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "head": self.head_kind,
+            "hidden": self.hidden,
+            "dropout": self.dropout,
+            "standardize": self.standardize,
+            "epochs": self.epochs,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+        }
+
+    def _new_head(self) -> nn.Sequential:
+        """Standardize -> head, seeded: (N, dim) features -> (N, D) logits."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            head = make_head(
+                self.head_kind,
+                self.featurizer.dim,
+                len(self.domains),
+                hidden=self.hidden,
+                dropout=self.dropout,
+            )
+        return nn.Sequential(Standardize(self.featurizer.dim), head)
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.head.parameters())
+
+    def features(self, texts: Sequence[str]) -> torch.Tensor:
+        """(N, dim) float32 features, through the cache when there is one."""
+        if isinstance(texts, str):
+            raise TypeError("routers take a sequence of texts, not one string")
+        features = self.cache.get(self.featurizer, texts) if self.cache else self.featurizer(texts)
+        if features.shape != (len(texts), self.featurizer.dim):
+            raise ValueError(
+                f"featurizer {self.featurizer.key!r} returned {tuple(features.shape)} for "
+                f"{len(texts)} texts; expected {(len(texts), self.featurizer.dim)}"
+            )
+        return features.float()
+
+    def fit(
+        self,
+        texts: Sequence[str],
+        labels: Sequence[str],
+        *,
+        val_texts: Sequence[str] | None = None,
+        val_labels: Sequence[str] | None = None,
+    ) -> FeatureRouter:
+        """Train a fresh head on (query, domain) pairs; validate on the held-out pairs if given
+        (logs `router/val/accuracy` and `router/val/macro_f1` each epoch)."""
+        self.check_labels(texts, labels)
+        if not len(texts):
+            raise ValueError("cannot fit a router on zero queries")
+        if absent := [d for d in self.domains if d not in set(labels)]:
+            warnings.warn(
+                f"no training query for domains {absent}: the router will rarely route to them",
+                stacklevel=2,
+            )
+        if (val_texts is None) != (val_labels is None):
+            raise ValueError("give both val_texts and val_labels, or neither")
+        features, label_ids = self.features(texts), self.label_ids(labels)
+        val_loader = None
+        if val_texts is not None and val_labels is not None:
+            self.check_labels(val_texts, val_labels)
+            val_set = TensorDataset(self.features(val_texts), self.label_ids(val_labels))
+            val_loader = DataLoader(val_set, batch_size=self.batch_size)
+        head = self._new_head()
+        if self.standardize:
+            head[0].fit(features)
+        module = RouterModule(head, len(self.domains), lr=self.lr, weight_decay=self.weight_decay)
+        train_loader = DataLoader(
+            TensorDataset(features, label_ids),
+            batch_size=self.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=1,
+            max_epochs=self.epochs,
+            logger=self.logger,
+            enable_checkpointing=False,
+            enable_progress_bar=self.progress_bar,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            log_every_n_steps=1,
+        )
+        # fork_rng: MLP dropout draws from the global RNG; seed it here without moving the
+        # caller's stream.
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            torch.manual_seed(self.seed)
+            # Features are in memory: loader workers would only add start-up time.
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            # Validation is optional; RouterModule always defines the step.
+            warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+            trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+        self.head = head.eval()
+        self.metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        self.fitted = True
+        return self
+
+    def predict_proba(self, texts, *, true_domains=None):
+        if not self.fitted:
+            raise RuntimeError(
+                f"the {type(self).__name__} is not fitted: call fit() or load_router()"
+            )
+        features = self.features(texts)
+        if not len(texts):
+            return torch.zeros(0, len(self.domains))
+        self.head.eval()
+        with torch.no_grad():
+            return torch.softmax(self.head(features), dim=1)  # (N, D)
+
+    def save_weights(self, folder: Path) -> None:
+        if not self.fitted:
+            raise RuntimeError(f"cannot save an unfitted {type(self).__name__}")
+        state = {name: t.detach().contiguous() for name, t in self.head.state_dict().items()}
+        with atomic_path(Path(folder) / HEAD_FILE) as tmp:
+            save_file(state, str(tmp))
+
+    def load_weights(self, folder: Path) -> FeatureRouter:
+        """Read the head saved by `save_weights` (the featurizer is the subclass's to rebuild)."""
+        path = Path(folder) / HEAD_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: not the folder of a fitted {type(self).__name__}"
+            )
+        try:
+            self.head.load_state_dict(load_file(path))
+        except RuntimeError as err:
+            raise ValueError(
+                f"{path} does not fit a {self.head_kind} head over {self.featurizer.dim}-d "
+                f"features and {len(self.domains)} domains: {err}"
+            ) from None
+        self.head.eval()
+        self.fitted = True
+        return self
+
+
+@register
+class LatentSemanticRouter(FeatureRouter):
+    """The paper's router: a head over the frozen backbone's hidden state of the query alone.
+
+    backbone, model: whose features (`model` defaults to the backbone's; adapters on either
+        are switched off while featurizing).
+    layer, pooling, template, max_length, feature_batch_size: the `LatentFeaturizer`'s.
+    cache_dir: a `FeatureCache` folder, or None for no cache.
+    training: head and training settings (head, hidden, dropout, standardize, epochs, lr,
+        weight_decay, batch_size, seed, progress_bar, logger) as in `FeatureRouter`.
+    """
+
+    kind = "lsr"
+
+    def __init__(
+        self,
+        domains: Sequence[str],
+        *,
+        backbone: Backbone,
+        model: nn.Module | None = None,
+        layer: int = -1,
+        pooling: Pooling = "last",
+        template: str = DEFAULT_QUERY_TEMPLATE,
+        max_length: int = 128,
+        feature_batch_size: int = 32,
+        cache_dir: str | Path | None = None,
+        **training: Any,
+    ) -> None:
+        featurizer = LatentFeaturizer.from_backbone(
+            backbone,
+            model,
+            layer=layer,
+            pooling=pooling,
+            template=template,
+            max_length=max_length,
+            batch_size=feature_batch_size,
+        )
+        cache = FeatureCache(cache_dir) if cache_dir is not None else None
+        super().__init__(domains, featurizer, cache=cache, **training)
+        self.backbone_name = backbone.name
+        self.layer, self.pooling, self.template = layer, pooling, template
+        self.max_length, self.feature_batch_size = max_length, feature_batch_size
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "backbone": self.backbone_name,  # checked on load: features of another model differ
+            "layer": self.layer,
+            "pooling": self.pooling,
+            "template": self.template,
+            "max_length": self.max_length,
+            "feature_batch_size": self.feature_batch_size,
+            **super().settings(),
+        }
+
+    @classmethod
+    def load(
+        cls,
+        folder: Path,
+        domains: Sequence[str],
+        settings: dict[str, Any],
+        *,
+        backbone: Backbone | None = None,
+        model: nn.Module | None = None,
+        cache_dir: str | Path | None = None,
+        **runtime: Any,
+    ) -> LatentSemanticRouter:
+        """Rebuild on `backbone` (`load_router(folder, backbone=...)`), the one it was fitted on."""
+        meta = Path(folder) / "router.json"
+        if backbone is None:
+            raise ValueError(f"{meta}: an lsr router reads its backbone: pass backbone=")
+        settings = dict(settings)
+        trained_on = settings.pop("backbone", None)
+        if trained_on != backbone.name:
+            raise ValueError(
+                f"{meta}: this lsr router was fitted on the features of backbone "
+                f"{trained_on!r}, but it is being loaded onto {backbone.name!r}"
+            )
+        router = cls(
+            domains, backbone=backbone, model=model, cache_dir=cache_dir, **settings, **runtime
+        )
+        router.load_weights(folder)
+        return router
+
+
+@register
+class EmbeddingRouter(FeatureRouter):
+    """The external-embedding baseline (`embedding_mlp`): an MLP head over an offline sentence
+    encoder's features, MiniLM (`MiniLMFeaturizer`) unless `model_path` names another
+    sentence-transformers folder.
+
+    training: head and training settings as in `FeatureRouter` (head defaults to "mlp").
+    """
+
+    kind = "embedding_mlp"
+
+    def __init__(
+        self,
+        domains: Sequence[str],
+        *,
+        model_path: str | Path | None = None,
+        max_length: int | None = None,
+        feature_batch_size: int = 64,
+        cache_dir: str | Path | None = None,
+        head: HeadKind = "mlp",
+        **training: Any,
+    ) -> None:
+        from r2r.routing.embeddings import MiniLMFeaturizer
+
+        featurizer = MiniLMFeaturizer(
+            model_path, batch_size=feature_batch_size, max_length=max_length
+        )
+        cache = FeatureCache(cache_dir) if cache_dir is not None else None
+        super().__init__(domains, featurizer, head=head, cache=cache, **training)
+        self.model_path = None if model_path is None else str(model_path)
+        self.max_length, self.feature_batch_size = max_length, feature_batch_size
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "model_path": self.model_path,
+            "max_length": self.max_length,
+            "feature_batch_size": self.feature_batch_size,
+            **super().settings(),
+        }
+
+    @classmethod
+    def load(
+        cls,
+        folder: Path,
+        domains: Sequence[str],
+        settings: dict[str, Any],
+        *,
+        cache_dir: str | Path | None = None,
+        **deps: Any,  # backbone=, model=: not read, the encoder is its own model
+    ) -> EmbeddingRouter:
+        router = cls(domains, cache_dir=cache_dir, **settings)
+        router.load_weights(folder)
+        return router

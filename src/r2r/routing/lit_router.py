@@ -1,0 +1,48 @@
+"""LightningModule for router heads: cross-entropy on (features, domain id) batches."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+
+class RouterModule(L.LightningModule):
+    """Trains `head` ((B, dim) features -> (B, n_classes) logits) with cross-entropy.
+
+    Batches are (features (B, dim) float32, label ids (B,) long). Logs `router/train/loss`
+    and, when validating, `router/val/accuracy` (micro: the share of queries routed right)
+    and `router/val/macro_f1`.
+    """
+
+    def __init__(
+        self, head: nn.Module, n_classes: int, *, lr: float = 1e-3, weight_decay: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.head = head
+        self.lr, self.weight_decay = lr, weight_decay
+        self.val_accuracy = MulticlassAccuracy(num_classes=n_classes, average="micro")
+        self.val_macro_f1 = MulticlassF1Score(num_classes=n_classes, average="macro")
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.head(features)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        features, labels = batch
+        loss = F.cross_entropy(self.head(features), labels)
+        self.log("router/train/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        features, labels = batch
+        predicted = self.head(features).argmax(dim=1)
+        self.val_accuracy.update(predicted, labels)
+        self.val_macro_f1.update(predicted, labels)
+        # Metric objects: Lightning computes them over the whole epoch, then resets them.
+        self.log("router/val/accuracy", self.val_accuracy, on_epoch=True, batch_size=len(labels))
+        self.log("router/val/macro_f1", self.val_macro_f1, on_epoch=True, batch_size=len(labels))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.head.parameters(), lr=self.lr, weight_decay=self.weight_decay)
