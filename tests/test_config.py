@@ -28,13 +28,16 @@ def test_groups_present() -> None:
         "logger",
         "loss",
         "masking",
+        "router",
         "trainer",
     ]
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_resolves(make_cfg, group: str, option: str) -> None:
-    cfg = make_cfg(f"{group}={option}")
+    # Router options sit under routers.<name> (all of them at once, for Table 2).
+    override = f"router@routers.{option}={option}" if group == "router" else f"{group}={option}"
+    cfg = make_cfg(override)
     # Resolve every interpolation except mandatory values the user must fill (data=beir).
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     assert container["seed"] == 0
@@ -76,3 +79,18 @@ def test_real_data_selects_domains(make_cfg) -> None:
     assert sorted(cfg.data.sources) == ["finance", "legal", "medical"]
     assert cfg.data.sources.medical.raw.endswith("shared/data/medical/pubmedqa")
     assert make_cfg("experiment=smollm2_pubmedqa").domains == ["medical"]
+
+
+def test_every_router_config_builds(make_cfg) -> None:
+    from r2r.models.backbones import load_tiny
+    from r2r.routing import build_router
+
+    cfg = make_cfg()
+    assert list(cfg.routers) == ["none", "oracle", "lsr", "embedding_mlp", "tfidf", "random"]
+    backbone = load_tiny("qwen", seed=0)
+    for name, spec in cfg.routers.items():
+        settings = OmegaConf.to_container(spec, resolve=True)
+        router = build_router(
+            settings.pop("kind"), ["legal", "medical"], settings, backbone=backbone
+        )
+        assert router.kind == name and router.domains == ("legal", "medical")

@@ -194,3 +194,50 @@ def test_mask_test_scores_the_abstracted_test_lists(make_cfg) -> None:
         metrics[f"zero_shot:test_masked/legal/{name}"] != metrics[f"zero_shot/legal/{name}"]
         for name in METRIC_NAMES
     )
+
+
+def test_routing_tables_agree_with_the_stage_rows(finished) -> None:
+    """Table 2's oracle row is the fine-tuned row (each query to its own expert), `none` and
+    the forgetting table's base row are the zero-shot row; the saved system reloads."""
+    _, metrics, out = finished
+    routing = json.loads((out / "routing.json").read_text())
+    assert sorted(routing["routers"]) == [
+        "embedding_mlp",
+        "lsr",
+        "none",
+        "oracle",
+        "random",
+        "tfidf",
+    ]
+    assert routing["test_queries"] == routing["unseen_test_queries"] == 18
+    for domain in ("legal", "medical", "finance", "all"):
+        for name in METRIC_NAMES:
+            key = f"{domain}/{name}"
+            assert routing["routers"]["oracle"]["metrics"][key] == pytest.approx(
+                metrics[f"fine_tuned/{key}"], abs=1e-6
+            )
+            assert routing["routers"]["none"]["metrics"][key] == pytest.approx(
+                metrics[f"zero_shot/{key}"], abs=1e-6
+            )
+            assert routing["forgetting"]["base"][key] == pytest.approx(
+                metrics[f"zero_shot/{key}"], abs=1e-6
+            )
+    oracle = routing["routers"]["oracle"]
+    assert (oracle["accuracy"], oracle["macro_f1"], oracle["n_params"]) == (100.0, 100.0, 0)
+    assert routing["routers"]["none"]["accuracy"] is None
+    assert routing["routers"]["lsr"]["n_params"] == 64 * 3 + 3  # linear head on 64-d states
+    assert sorted(routing["forgetting"]) == ["base", "finance", "legal", "medical"]
+    assert "Routed reranking (Table 2)" in (out / "routing.md").read_text()
+
+    from r2r.routing import LatentSemanticRouter
+    from r2r.routing.system import RoutedReranker
+
+    system = RoutedReranker.load(out / "system")
+    assert isinstance(system.router, LatentSemanticRouter) and system.experts == [
+        "legal",
+        "medical",
+        "finance",
+    ]
+    result = system.rerank("What did the court hold?", ["first text", "second text"], top_n=1)
+    assert result.expert in ("legal", "medical", "finance")
+    assert sum(result.probabilities.values()) == pytest.approx(1.0)

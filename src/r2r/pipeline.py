@@ -1,5 +1,5 @@
 """The main job: data -> BM25 baseline -> zero-shot backbone -> [EAG stage 1] -> one LoRA
-expert per domain.
+expert per domain -> routers and routed reranking over the experts.
 
 This is the only module that reads the Hydra config; everything it calls takes plain
 arguments. Returns the flat metric dict (keys `stage/domain/metric@k`).
@@ -21,9 +21,19 @@ from r2r.data.io import write_json_atomic, write_text_atomic
 from r2r.data.mining import BM25Miner
 from r2r.evaluation import evaluate, first_stage, results_table, trec_qrels, trec_run
 from r2r.lit_reranker import BestAdapter, RerankerModule
+from r2r.models.backbones import Backbone
 from r2r.models.experts import add_lora, save_adapter, start_expert
 from r2r.models.scorer import RerankerScorer
-from r2r.types import SPLITS, RetrievalDataset, ScoredList
+from r2r.routing import NoRouter, build_router
+from r2r.routing.evaluation import (
+    evaluate_router,
+    forgetting,
+    forgetting_table,
+    score_matrix,
+    table2,
+)
+from r2r.routing.system import RoutedReranker
+from r2r.types import SPLITS, CandidateList, RetrievalDataset, ScoredList
 
 log = logging.getLogger(__name__)
 STAGES = ("bm25", "zero_shot", "stage1", "fine_tuned")
@@ -112,6 +122,89 @@ def fit_adapter(
     if test_stage is None:
         return {}
     return test_on(trainer, module, datamodule, test_stage, splits)
+
+
+def route_and_evaluate(
+    cfg: DictConfig,
+    backbone: Backbone,
+    datasets: dict[str, RetrievalDataset],
+    test_lists: Sequence[CandidateList],
+    out: Path,
+) -> dict:
+    """Fit every router in `cfg.routers` on the training queries' domains, evaluate each on
+    the pooled test lists (Table 2) next to every expert on every domain (forgetting), save
+    the `routing.deploy` router with the experts as `system/`. Writes routing.{md,json}."""
+    domains = list(datasets)
+    if len(domains) < 2:
+        log.info("routing skipped: one domain (%s), nothing to route", domains)
+        return {}
+    texts = [q.text for d in domains for q in datasets[d].split_queries("train")]
+    labels = [d for d in domains for _ in datasets[d].split_queries("train")]
+    unseen = sum(c.query.text not in set(texts) for c in test_lists)
+    system = RoutedReranker(
+        backbone,
+        {d: out / "experts" / d for d in domains},
+        NoRouter(domains),
+        threshold=cfg.routing.threshold,
+        inputs=OmegaConf.to_container(cfg.inputs, resolve=True),
+        batch_size=cfg.datamodule.eval_batch_size,
+        backbone_config=OmegaConf.to_container(cfg.backbone, resolve=True),
+    )
+    matrix = score_matrix(system, test_lists)
+    results, fit_seconds, deployed = [], {}, None
+    for name, spec in cfg.routers.items():
+        settings = OmegaConf.to_container(spec, resolve=True)
+        router = build_router(
+            settings.pop("kind"),
+            domains,
+            settings,
+            backbone=backbone,
+            model=system.model,
+            cache_dir=Path(cfg.paths.cache) / "features",
+        )
+        started = time.perf_counter()
+        router.fit(texts, labels)
+        fit_seconds[name] = time.perf_counter() - started
+        results.append(evaluate_router(name, router, system, matrix))
+        if name == cfg.routing.deploy:
+            deployed = router
+    if cfg.routing.deploy:
+        if deployed is None:
+            raise ValueError(f"routing.deploy={cfg.routing.deploy!r} is not in routers")
+        system.router = deployed
+        system.save(out / "system")
+    forgotten = forgetting(matrix)
+    report = (
+        f"Pooled test set: {len(test_lists)} queries from {domains} "
+        f"({unseen} of them never seen by the routers in training).\n\n"
+        "Routed reranking (Table 2):\n\n" + table2(results) + "\n"
+        "Each expert and the bare backbone on each test set (forgetting, Table 3):\n\n"
+        + forgetting_table(forgotten)
+    )
+    write_text_atomic(out / "routing.md", report)
+    summary = {
+        "domains": domains,
+        "test_queries": len(test_lists),
+        "unseen_test_queries": unseen,
+        "deployed": cfg.routing.deploy,
+        "routers": {
+            r.name: {
+                "accuracy": r.accuracy,
+                "macro_f1": r.macro_f1,
+                "n_params": r.n_params,
+                "fit_s": round(fit_seconds[r.name], 3),
+                "routing_s": r.routing_s,
+                "reranking_s": r.reranking_s,
+                "time_fraction": r.time_fraction,
+                "metrics": dict(r.metrics),
+            }
+            for r in results
+        },
+        "forgetting": forgotten,
+    }
+    write_json_atomic(out / "routing.json", summary)
+    print(report)
+    return summary
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -203,6 +296,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     metrics = {}
     for key, items in scored.items():
         metrics |= evaluate(items, key)
+    if cfg.routing.enabled and cfg.get("routers"):
+        route_and_evaluate(cfg, backbone, datasets, every_domain.candidate_lists("test"), out)
 
     wall = time.perf_counter() - started
     table = results_table(metrics, [stage_key(st, sp) for sp in splits for st in STAGES])

@@ -7,6 +7,7 @@ from r2r.routing.base import (
     OracleRouter,
     RandomRouter,
     Router,
+    build_router,
     load_router,
     register,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "RandomRouter",
     "Router",
     "TfidfRouter",
+    "build_router",
     "load_router",
     "register",
 ]

@@ -76,6 +76,12 @@ class Router(ABC):
         """Write trained state next to router.json (nothing for rule-based routers)."""
 
     @classmethod
+    def create(cls, domains: Sequence[str], settings: dict[str, Any], **deps: Any) -> Router:
+        """A new router from its settings; `deps` (backbone=, model=, cache_dir=) are passed
+        on only to the kinds that read them."""
+        return cls(domains, **settings)
+
+    @classmethod
     def load(cls, folder: Path, domains: Sequence[str], settings: dict[str, Any], **deps: Any):
         return cls(domains, **settings)
 
@@ -96,6 +102,16 @@ ROUTERS: dict[str, type[Router]] = {}
 def register(cls: type[Router]) -> type[Router]:
     ROUTERS[cls.kind] = cls
     return cls
+
+
+def build_router(
+    kind: str, domains: Sequence[str], settings: dict[str, Any], **deps: Any
+) -> Router:
+    """A new (unfitted) router of `kind`, e.g. `build_router("lsr", domains, {"layer": -1},
+    backbone=backbone, model=model, cache_dir=path)`."""
+    if kind not in ROUTERS:
+        raise ValueError(f"unknown router kind {kind!r}; known {sorted(ROUTERS)}")
+    return ROUTERS[kind].create(domains, dict(settings), **deps)
 
 
 def load_router(folder: str | Path, **deps: Any) -> Router:

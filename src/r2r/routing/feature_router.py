@@ -278,6 +278,21 @@ class LatentSemanticRouter(FeatureRouter):
         }
 
     @classmethod
+    def create(
+        cls,
+        domains: Sequence[str],
+        settings: dict[str, Any],
+        *,
+        backbone: Backbone | None = None,
+        model: nn.Module | None = None,
+        cache_dir: str | Path | None = None,
+        **unused: Any,
+    ) -> LatentSemanticRouter:
+        if backbone is None:
+            raise ValueError("an lsr router reads its backbone: pass backbone=")
+        return cls(domains, backbone=backbone, model=model, cache_dir=cache_dir, **settings)
+
+    @classmethod
     def load(
         cls,
         folder: Path,
@@ -346,6 +361,17 @@ class EmbeddingRouter(FeatureRouter):
             "feature_batch_size": self.feature_batch_size,
             **super().settings(),
         }
+
+    @classmethod
+    def create(
+        cls,
+        domains: Sequence[str],
+        settings: dict[str, Any],
+        *,
+        cache_dir: str | Path | None = None,
+        **unused: Any,  # backbone=, model=: not read, the encoder is its own model
+    ) -> EmbeddingRouter:
+        return cls(domains, cache_dir=cache_dir, **settings)
 
     @classmethod
     def load(
