@@ -241,3 +241,29 @@ def test_routing_tables_agree_with_the_stage_rows(finished) -> None:
     result = system.rerank("What did the court hold?", ["first text", "second text"], top_n=1)
     assert result.expert in ("legal", "medical", "finance")
     assert sum(result.probabilities.values()) == pytest.approx(1.0)
+
+
+def test_experts_from_reuses_a_finished_runs_experts(finished, tmp_path: Path) -> None:
+    """experts_from scores the saved experts instead of training: the same fine-tuned rows."""
+    cfg, metrics, out = finished
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        again_cfg = compose(
+            config_name="config",
+            overrides=[
+                f"paths.root={ROOT}",
+                f"paths.output={tmp_path / 'again'}",
+                f"paths.cache={cfg.paths.cache}",
+                "debug=fast",
+                "logger=none",
+                "~routers.embedding_mlp",
+                f"experts_from={out}",
+            ],
+        )
+    again = run(again_cfg)
+    for key, value in metrics.items():
+        if key.startswith("fine_tuned"):
+            assert again[key] == pytest.approx(value, abs=1e-6), key
+    for domain in ("legal", "medical", "finance"):
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            saved = (tmp_path / "again" / "experts" / domain / name).read_bytes()
+            assert saved == (out / "experts" / domain / name).read_bytes()

@@ -22,7 +22,7 @@ from r2r.data.mining import BM25Miner
 from r2r.evaluation import evaluate, first_stage, results_table, trec_qrels, trec_run
 from r2r.lit_reranker import BestAdapter, RerankerModule
 from r2r.models.backbones import Backbone
-from r2r.models.experts import add_lora, save_adapter, start_expert
+from r2r.models.experts import add_lora, load_adapter, save_adapter, start_expert
 from r2r.models.scorer import RerankerScorer
 from r2r.routing import NoRouter, build_router
 from r2r.routing.evaluation import (
@@ -255,7 +255,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     base = backbone.model
     stage1 = cfg.curriculum.stage1
     stage1_dir: Path | None = None
-    if stage1 and stage1.from_adapter:
+    if stage1 and cfg.experts_from:
+        log.info("stage 1 skipped: the experts come from %s", cfg.experts_from)
+    elif stage1 and stage1.from_adapter:
         stage1_dir = Path(stage1.from_adapter)
     elif stage1:
         log.info("stage 1: one adapter on %s, masking=%s", list(datasets), cfg.masking._target_)
@@ -277,18 +279,35 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # Stage 2: one expert per domain (from the stage-1 adapter under EAG, else fresh), each
     # scored on its own domain's test lists; `fine_tuned/all` routes each query to its expert.
     for domain, dataset in datasets.items():
-        log.info("training the %s expert", domain)
-        model = start_expert(base, init_from=stage1_dir, **cfg.lora)
-        expert = fit_adapter(
-            cfg,
-            RerankerScorer.from_backbone(backbone, model),
-            datamodule({domain: dataset}),
-            loggers,
-            steps=cfg.trainer.max_steps,
-            monitor=cfg.best_adapter.monitor,
-            test_stage="fine_tuned",
-            splits=splits,
-        )
+        if cfg.experts_from:
+            # Reuse a finished run's expert: scored and copied, not trained.
+            source = Path(cfg.experts_from) / "experts" / domain
+            log.info("the %s expert from %s", domain, source)
+            model = load_adapter(base, source)
+            expert = test_on(
+                instantiate(cfg.trainer, logger=loggers or False),
+                RerankerModule(
+                    RerankerScorer.from_backbone(backbone, model),
+                    loss=instantiate(cfg.loss),
+                    optimizer=instantiate(cfg.optimizer),
+                ),
+                datamodule({domain: dataset}),
+                "fine_tuned",
+                splits,
+            )
+        else:
+            log.info("training the %s expert", domain)
+            model = start_expert(base, init_from=stage1_dir, **cfg.lora)
+            expert = fit_adapter(
+                cfg,
+                RerankerScorer.from_backbone(backbone, model),
+                datamodule({domain: dataset}),
+                loggers,
+                steps=cfg.trainer.max_steps,
+                monitor=cfg.best_adapter.monitor,
+                test_stage="fine_tuned",
+                splits=splits,
+            )
         for key, items in expert.items():
             scored[key] = scored.get(key, []) + items
         save_adapter(model, out / "experts" / domain)
