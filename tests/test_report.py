@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from r2r.report import collect, main, masking_name
+from r2r.report import backbone_name, collect, main, masking_name
 
 
 def write_run(
@@ -116,3 +116,10 @@ def test_splits_get_their_own_rows(tmp_path: Path) -> None:
     ]
     assert [r.values["ndcg@10"] for r in rows[-4:]] == [70.0, 65.0, 70.0, 65.0]
     assert rows[1].run == str(tmp_path / "direct")
+
+
+def test_backbone_names() -> None:
+    assert backbone_name({"_target_": "r2r.models.backbones.load_gguf_smollm2"}) == "smollm2"
+    assert backbone_name({"_target_": "x.load_tiny", "arch": "mistral"}) == "tiny_mistral"
+    hub = {"_target_": "r2r.models.backbones.load_hub", "name_or_path": "Qwen/Qwen3-Reranker-0.6B"}
+    assert backbone_name(hub) == "Qwen/Qwen3-Reranker-0.6B"

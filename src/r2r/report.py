@@ -44,11 +44,20 @@ def masking_name(target: str) -> str:
     return "none" if name == "no" else name
 
 
+def backbone_name(config: dict) -> str:
+    """A short backbone name from its config: the hub id, tiny_<arch>, or the loader's name
+    (`load_gguf_smollm2` -> `smollm2`)."""
+    if config.get("name_or_path"):
+        return config["name_or_path"]
+    if "arch" in config:
+        return f"tiny_{config['arch']}"
+    loader = config["_target_"].rsplit(".", 1)[-1]
+    return loader.removeprefix("load_").removeprefix("gguf_")
+
+
 def rows_of(results: dict, run: str) -> list[Row]:
     cfg = results["config"]
-    backbone = cfg["backbone"].get("name_or_path") or cfg["backbone"]["_target_"].rsplit(".", 1)[-1]
-    if "arch" in cfg["backbone"]:
-        backbone = f"tiny_{cfg['backbone']['arch']}"
+    backbone = backbone_name(cfg["backbone"])
     data = cfg["data"]["name"]
     curriculum = cfg.get("curriculum", {}).get("name", "direct")
     tuned = (
