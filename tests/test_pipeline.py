@@ -273,3 +273,31 @@ def test_experts_from_reuses_a_finished_runs_experts(finished, tmp_path: Path) -
         for name in ("adapter_config.json", "adapter_model.safetensors"):
             saved = (tmp_path / "again" / "experts" / domain / name).read_bytes()
             assert saved == (out / "experts" / domain / name).read_bytes()
+
+
+def test_extra_evaluation_splits_leave_training_unchanged(tmp_path: Path) -> None:
+    """Each adapter is seeded from (seed, stage, domain): scoring one more split before it
+    (which draws from the global RNG) must not change the trained expert."""
+    outs = []
+    for n_seen in (0, 6):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose(
+                config_name="config",
+                overrides=[
+                    f"paths.root={ROOT}",
+                    f"paths.output={tmp_path / str(n_seen)}",
+                    f"paths.cache={tmp_path / 'cache'}",
+                    "debug=fast",
+                    "domain=legal",
+                    "logger=none",
+                    f"data.sizes.n_test_seen_queries={n_seen}",
+                ],
+            )
+        outs.append((run(cfg), tmp_path / str(n_seen)))
+    (without, out0), (with_seen, out6) = outs
+    assert "fine_tuned:test_seen/legal/ndcg@10" in with_seen
+    assert "fine_tuned:test_seen/legal/ndcg@10" not in without
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        expert = Path("experts") / "legal" / name
+        assert (out0 / expert).read_bytes() == (out6 / expert).read_bytes()
+    assert with_seen["fine_tuned/legal/ndcg@10"] == without["fine_tuned/legal/ndcg@10"]

@@ -7,6 +7,7 @@ arguments. Returns the flat metric dict (keys `stage/domain/metric@k`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -50,6 +51,14 @@ def load_datasets(cfg: DictConfig) -> dict[str, RetrievalDataset]:
     if missing:
         log.warning("data=%s has no %s data; running %s", cfg.data.name, missing, list(sources))
     return {d: instantiate(sources[d]) for d in cfg.domains if d in sources}
+
+
+def reseed(seed: int, *parts: str) -> None:
+    """Seed every RNG for one adapter's training from (seed, stage, domain), so its LoRA
+    initialisation, batch order and dropout do not depend on what ran before it (evaluation
+    data loaders draw from the global RNG: an extra split would otherwise change training)."""
+    digest = hashlib.sha256("/".join([str(seed), *parts]).encode()).digest()
+    L.seed_everything(int.from_bytes(digest[:4], "big") % 2**31, workers=True, verbose=False)
 
 
 def eval_splits(datasets: dict[str, RetrievalDataset]) -> list[str]:
@@ -261,6 +270,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         stage1_dir = Path(stage1.from_adapter)
     elif stage1:
         log.info("stage 1: one adapter on %s, masking=%s", list(datasets), cfg.masking._target_)
+        reseed(cfg.seed, "stage1")
         model = add_lora(base, **cfg.lora)
         scored |= fit_adapter(
             cfg,
@@ -297,6 +307,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             )
         else:
             log.info("training the %s expert", domain)
+            reseed(cfg.seed, "stage2", domain)
             model = start_expert(base, init_from=stage1_dir, **cfg.lora)
             expert = fit_adapter(
                 cfg,
