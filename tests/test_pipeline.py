@@ -301,3 +301,10 @@ def test_extra_evaluation_splits_leave_training_unchanged(tmp_path: Path) -> Non
         expert = Path("experts") / "legal" / name
         assert (out0 / expert).read_bytes() == (out6 / expert).read_bytes()
     assert with_seen["fine_tuned/legal/ndcg@10"] == without["fine_tuned/legal/ndcg@10"]
+
+
+def test_deploying_an_unknown_router_fails_before_training(make_cfg) -> None:
+    cfg = make_cfg("debug=fast", "routing.deploy=crystal_ball")
+    with pytest.raises(ValueError, match=r"routing\.deploy='crystal_ball' is not in routers"):
+        run(cfg)
+    assert not Path(cfg.paths.output).exists()

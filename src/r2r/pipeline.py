@@ -11,6 +11,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -29,9 +30,9 @@ from r2r.routing import NoRouter, build_router
 from r2r.routing.evaluation import (
     evaluate_router,
     forgetting,
-    forgetting_table,
+    routing_report,
+    routing_summary,
     score_matrix,
-    table2,
 )
 from r2r.routing.system import RoutedReranker
 from r2r.types import SPLITS, CandidateList, RetrievalDataset, ScoredList
@@ -149,7 +150,6 @@ def route_and_evaluate(
         return {}
     texts = [q.text for d in domains for q in datasets[d].split_queries("train")]
     labels = [d for d in domains for _ in datasets[d].split_queries("train")]
-    unseen = sum(c.query.text not in set(texts) for c in test_lists)
     system = RoutedReranker(
         backbone,
         {d: out / "experts" / d for d in domains},
@@ -160,10 +160,10 @@ def route_and_evaluate(
         backbone_config=OmegaConf.to_container(cfg.backbone, resolve=True),
     )
     matrix = score_matrix(system, test_lists)
-    results, fit_seconds, deployed = [], {}, None
+    results, routers = [], {}
     for name, spec in cfg.routers.items():
         settings = OmegaConf.to_container(spec, resolve=True)
-        router = build_router(
+        routers[name] = build_router(
             settings.pop("kind"),
             domains,
             settings,
@@ -172,45 +172,21 @@ def route_and_evaluate(
             cache_dir=Path(cfg.paths.cache) / "features",
         )
         started = time.perf_counter()
-        router.fit(texts, labels)
-        fit_seconds[name] = time.perf_counter() - started
-        results.append(evaluate_router(name, router, system, matrix))
-        if name == cfg.routing.deploy:
-            deployed = router
+        routers[name].fit(texts, labels)
+        fit_s = time.perf_counter() - started
+        results.append(replace(evaluate_router(name, routers[name], system, matrix), fit_s=fit_s))
     if cfg.routing.deploy:
-        if deployed is None:
-            raise ValueError(f"routing.deploy={cfg.routing.deploy!r} is not in routers")
-        system.router = deployed
+        system.router = routers[cfg.routing.deploy]
         system.save(out / "system")
-    forgotten = forgetting(matrix)
-    report = (
-        f"Pooled test set: {len(test_lists)} queries from {domains} "
-        f"({unseen} of them never seen by the routers in training).\n\n"
-        "Routed reranking (Table 2):\n\n" + table2(results) + "\n"
-        "Each expert and the bare backbone on each test set (forgetting, Table 3):\n\n"
-        + forgetting_table(forgotten)
-    )
-    write_text_atomic(out / "routing.md", report)
-    summary = {
+    table = forgetting(matrix)
+    counts = {
         "domains": domains,
-        "test_queries": len(test_lists),
-        "unseen_test_queries": unseen,
-        "deployed": cfg.routing.deploy,
-        "routers": {
-            r.name: {
-                "accuracy": r.accuracy,
-                "macro_f1": r.macro_f1,
-                "n_params": r.n_params,
-                "fit_s": round(fit_seconds[r.name], 3),
-                "routing_s": r.routing_s,
-                "reranking_s": r.reranking_s,
-                "time_fraction": r.time_fraction,
-                "metrics": dict(r.metrics),
-            }
-            for r in results
-        },
-        "forgetting": forgotten,
+        "n_queries": len(test_lists),
+        "n_unseen": len({c.query.text for c in test_lists} - set(texts)),
     }
+    report = routing_report(results, table, **counts)
+    write_text_atomic(out / "routing.md", report)
+    summary = routing_summary(results, table, deployed=cfg.routing.deploy, **counts)
     write_json_atomic(out / "routing.json", summary)
     print(report)
     return summary
@@ -218,6 +194,10 @@ def route_and_evaluate(
 
 def run(cfg: DictConfig) -> dict[str, float]:
     started = time.perf_counter()
+    routers = list(cfg.get("routers") or {})
+    if cfg.routing.enabled and cfg.routing.deploy and cfg.routing.deploy not in routers:
+        # Checked before any training: the deployed router must be one that is fitted.
+        raise ValueError(f"routing.deploy={cfg.routing.deploy!r} is not in routers {routers}")
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output)
     loggers = list(instantiate(cfg.logger).values()) if cfg.get("logger") else []

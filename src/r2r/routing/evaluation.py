@@ -44,8 +44,9 @@ class RouterResult:
     n_params: int
     routing_s: float
     reranking_s: float
-    metrics: Mapping[str, float]  # `routed/<domain>/<metric>@k`
+    metrics: Mapping[str, float]  # `<domain>/<metric>@k` of the routed rankings
     experts: Sequence[str | None] = field(repr=False)  # the pick per query
+    fit_s: float = 0.0  # time to fit the router, when the caller measured it
 
     @property
     def time_fraction(self) -> float:
@@ -141,6 +142,56 @@ def forgetting_table(table: Mapping[str, Mapping[str, float]], metric: str = "nd
             f"| {name} | " + " | ".join(_pct(row.get(f"{d}/{metric}")) for d in domains) + " |"
         )
     return "\n".join(lines) + "\n"
+
+
+def routing_report(
+    results: Sequence[RouterResult],
+    table: Mapping[str, Mapping[str, float]],
+    *,
+    domains: Sequence[str],
+    n_queries: int,
+    n_unseen: int,
+) -> str:
+    """routing.md: the pooled test set, Table 2 and the forgetting table."""
+    return (
+        f"Pooled test set: {n_queries} queries from {list(domains)} "
+        f"({n_unseen} of them never seen by the routers in training).\n\n"
+        "Routed reranking (Table 2):\n\n" + table2(results) + "\n"
+        "Each expert and the bare backbone on each test set (forgetting, Table 3):\n\n"
+        + forgetting_table(table)
+    )
+
+
+def routing_summary(
+    results: Sequence[RouterResult],
+    table: Mapping[str, Mapping[str, float]],
+    *,
+    domains: Sequence[str],
+    n_queries: int,
+    n_unseen: int,
+    deployed: str | None,
+) -> dict:
+    """routing.json: every router's figures and the forgetting table."""
+    return {
+        "domains": list(domains),
+        "test_queries": n_queries,
+        "unseen_test_queries": n_unseen,
+        "deployed": deployed,
+        "routers": {
+            r.name: {
+                "accuracy": r.accuracy,
+                "macro_f1": r.macro_f1,
+                "n_params": r.n_params,
+                "fit_s": round(r.fit_s, 3),
+                "routing_s": r.routing_s,
+                "reranking_s": r.reranking_s,
+                "time_fraction": r.time_fraction,
+                "metrics": dict(r.metrics),
+            }
+            for r in results
+        },
+        "forgetting": {name: dict(row) for name, row in table.items()},
+    }
 
 
 def _pct(value: float | None) -> str:
