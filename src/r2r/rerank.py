@@ -21,7 +21,7 @@ from pathlib import Path
 from rich.progress import Progress
 
 from r2r.data.errors import DataError
-from r2r.data.io import atomic_path
+from r2r.data.io import atomic_path, read_jsonl
 from r2r.routing.system import Document, RerankResult, RoutedReranker
 from r2r.types import Passage
 
@@ -39,20 +39,11 @@ def read_requests(path: Path) -> list[Request]:
     if not path.is_file():
         raise DataError("no such file", file=path)
     requests, seen = [], set()
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"not valid JSON ({err.msg})", file=path, line=line_no) from None
-            if not isinstance(row, dict):
-                raise DataError("each line must be a JSON object", file=path, line=line_no)
-            requests.append(_request(row, path, line_no, default_id=str(len(requests))))
-            if requests[-1].id in seen:
-                raise DataError("duplicate id", file=path, line=line_no, field="id")
-            seen.add(requests[-1].id)
+    for line_no, row in read_jsonl(path):
+        requests.append(_request(row, path, line_no, default_id=str(len(requests))))
+        if requests[-1].id in seen:
+            raise DataError("duplicate id", file=path, line=line_no, field="id")
+        seen.add(requests[-1].id)
     if not requests:
         raise DataError("no requests", file=path)
     given = [r for r in requests if r.domain is not None]

@@ -6,11 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from r2r.data.errors import DataError
 from r2r.models.backbones import load_tiny
-from r2r.models.experts import add_lora, save_adapter
 from r2r.rerank import main, read_requests
 from r2r.routing import OracleRouter
 from r2r.routing.system import RoutedReranker
@@ -44,20 +42,12 @@ ROWS = [
 
 
 @pytest.fixture(scope="module")
-def system_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("system")
-    experts = {}
-    for k, domain in enumerate(DOMAINS):
-        model = add_lora(load_tiny("qwen", seed=0).model, r=4, alpha=8)
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if "lora_" in name:
-                    p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(k)) * 0.2)
-        experts[domain] = save_adapter(model, root / "trained" / domain)
+def system_dir(random_experts, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    experts = random_experts(DOMAINS, scale=0.2)
     system = RoutedReranker(
         load_tiny("qwen", seed=0), experts, OracleRouter(DOMAINS), backbone_config=TINY
     )
-    return system.save(root / "system")
+    return system.save(tmp_path_factory.mktemp("system") / "system")
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from r2r.evaluation import evaluate
 from r2r.models.backbones import load_tiny
-from r2r.models.experts import add_lora, save_adapter
 from r2r.routing import NoRouter, OracleRouter, RandomRouter
 from r2r.routing.evaluation import (
     evaluate_router,
@@ -36,16 +34,8 @@ LISTS = [
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> RoutedReranker:
-    root = tmp_path_factory.mktemp("experts")
-    experts = {}
-    for k, domain in enumerate(DOMAINS):
-        model = add_lora(load_tiny("qwen", seed=0).model, r=4, alpha=8)
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if "lora_" in name:
-                    p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(k)) * 0.3)
-        experts[domain] = save_adapter(model, root / domain)
+def system(random_experts) -> RoutedReranker:
+    experts = random_experts(DOMAINS, scale=0.3)
     return RoutedReranker(load_tiny("qwen", seed=0), experts, OracleRouter(DOMAINS))
 
 

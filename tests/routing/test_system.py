@@ -10,7 +10,6 @@ from peft import PeftModel
 
 from r2r.data.datamodule import PairEncoder
 from r2r.models.backbones import load_tiny
-from r2r.models.experts import add_lora, save_adapter
 from r2r.models.scorer import RerankerScorer
 from r2r.routing import OracleRouter, Router
 from r2r.routing.system import RoutedReranker
@@ -38,19 +37,9 @@ def tiny():
 
 
 @pytest.fixture(scope="module")
-def expert_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def expert_dirs(random_experts) -> dict[str, Path]:
     """Three experts whose LoRA B weights are non-zero and differ, so each changes scores."""
-    root = tmp_path_factory.mktemp("experts")
-    out = {}
-    for k, domain in enumerate(DOMAINS):
-        model = add_lora(tiny().model, r=4, alpha=8)
-        gen = torch.Generator().manual_seed(k)
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if "lora_" in name:
-                    p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
-        out[domain] = save_adapter(model, root / domain)
-    return out
+    return random_experts(DOMAINS, scale=0.2)
 
 
 class FixedRouter(Router):

@@ -58,7 +58,8 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- readers
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(1-based line number, object) per non-blank line; bad JSON names the file and line."""
     with path.open(encoding="utf-8") as fh:
         for lineno, raw in enumerate(fh, start=1):
             if not raw.strip():
@@ -68,7 +69,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             except json.JSONDecodeError as exc:
                 raise DataError(f"malformed JSON ({exc.msg})", file=path, line=lineno) from None
             if not isinstance(obj, dict):
-                raise DataError("expected a JSON object", file=path, line=lineno)
+                raise DataError("each line must be a JSON object", file=path, line=lineno)
             yield lineno, obj
 
 
@@ -87,7 +88,7 @@ def _field(obj: dict[str, Any], name: str, path: Path, line: int, *, required: b
 
 def read_corpus(path: Path) -> dict[str, Passage]:
     corpus: dict[str, Passage] = {}
-    for line, obj in _read_jsonl(path):
+    for line, obj in read_jsonl(path):
         doc_id = _field(obj, "_id", path, line)
         if not doc_id:
             raise DataError("empty id", file=path, line=line, field="_id")
@@ -105,7 +106,7 @@ def read_corpus(path: Path) -> dict[str, Passage]:
 
 def read_queries(path: Path) -> dict[str, Query]:
     queries: dict[str, Query] = {}
-    for line, obj in _read_jsonl(path):
+    for line, obj in read_jsonl(path):
         qid = _field(obj, "_id", path, line)
         if not qid:
             raise DataError("empty id", file=path, line=line, field="_id")
