@@ -27,20 +27,24 @@ ROOT = Path(__file__).resolve().parents[1]
 METRIC_NAMES = [f"{m}@{k}" for m in ("ndcg", "mrr", "precision", "recall") for k in (5, 10)]
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory):
-    tmp = tmp_path_factory.mktemp("run")
+def compose_cfg(output: Path, cache: Path, *overrides: str):
+    """The main config with outputs and cache under the test's folders."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
+        return compose(
             config_name="config",
             overrides=[
                 f"paths.root={ROOT}",
-                f"paths.output={tmp / 'out'}",
-                f"paths.cache={tmp / 'cache'}",
-                "debug=fast",
-                "domain=all",
+                f"paths.output={output}",
+                f"paths.cache={cache}",
+                *overrides,
             ],
         )
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = compose_cfg(tmp / "out", tmp / "cache", "debug=fast", "domain=all")
     metrics = run(cfg)
     return cfg, metrics, tmp / "out"
 
@@ -252,19 +256,14 @@ def test_routing_tables_agree_with_the_stage_rows(finished) -> None:
 def test_experts_from_reuses_a_finished_runs_experts(finished, tmp_path: Path) -> None:
     """experts_from scores the saved experts instead of training: the same fine-tuned rows."""
     cfg, metrics, out = finished
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        again_cfg = compose(
-            config_name="config",
-            overrides=[
-                f"paths.root={ROOT}",
-                f"paths.output={tmp_path / 'again'}",
-                f"paths.cache={cfg.paths.cache}",
-                "debug=fast",
-                "logger=none",
-                "~routers.embedding_mlp",
-                f"experts_from={out}",
-            ],
-        )
+    again_cfg = compose_cfg(
+        tmp_path / "again",
+        Path(cfg.paths.cache),
+        "debug=fast",
+        "logger=none",
+        "~routers.embedding_mlp",
+        f"experts_from={out}",
+    )
     again = run(again_cfg)
     for key, value in metrics.items():
         if key.startswith("fine_tuned"):
@@ -280,19 +279,14 @@ def test_extra_evaluation_splits_leave_training_unchanged(tmp_path: Path) -> Non
     (which draws from the global RNG) must not change the trained expert."""
     outs = []
     for n_seen in (0, 6):
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose(
-                config_name="config",
-                overrides=[
-                    f"paths.root={ROOT}",
-                    f"paths.output={tmp_path / str(n_seen)}",
-                    f"paths.cache={tmp_path / 'cache'}",
-                    "debug=fast",
-                    "domain=legal",
-                    "logger=none",
-                    f"data.sizes.n_test_seen_queries={n_seen}",
-                ],
-            )
+        cfg = compose_cfg(
+            tmp_path / str(n_seen),
+            tmp_path / "cache",
+            "debug=fast",
+            "domain=legal",
+            "logger=none",
+            f"data.sizes.n_test_seen_queries={n_seen}",
+        )
         outs.append((run(cfg), tmp_path / str(n_seen)))
     (without, out0), (with_seen, out6) = outs
     assert "fine_tuned:test_seen/legal/ndcg@10" in with_seen
