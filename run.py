@@ -5,7 +5,13 @@ from __future__ import annotations
 import logging
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
+
+from r2r.config import register_resolvers
+
+register_resolvers()  # before Hydra composes the config that uses them
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -18,7 +24,14 @@ def main(cfg: DictConfig) -> float | None:
     for handler in list(lightning_log.handlers):
         if type(handler) is logging.StreamHandler:
             lightning_log.removeHandler(handler)
-    metrics = run(cfg)
+    try:
+        metrics = run(cfg)
+    except Exception:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            # run() left failed.json; the other jobs go on and SweepSummary reports them all
+            # (and fails the sweep) at the end.
+            return None
+        raise
     # A scalar return value lets Hydra sweepers optimise over runs.
     return metrics.get(cfg.get("optimized_metric", ""))
 

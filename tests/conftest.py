@@ -7,6 +7,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from r2r.config import register_resolvers
+
+register_resolvers()
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 

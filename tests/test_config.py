@@ -25,10 +25,12 @@ def test_groups_present() -> None:
         "debug",
         "domain",
         "experiment",
+        "hydra",
         "logger",
         "loss",
         "masking",
         "router",
+        "sweep",
         "trainer",
     ]
 
@@ -94,3 +96,65 @@ def test_every_router_config_builds(make_cfg) -> None:
             settings.pop("kind"), ["legal", "medical"], settings, backbone=backbone
         )
         assert router.kind == name and router.domains == ("legal", "medical")
+
+
+def test_slurm_launcher_composes_and_instantiates(tmp_path) -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                "hydra/launcher=slurm",
+                "hydra.launcher.gpus_per_node=4",
+                f"hydra.sweep.dir={tmp_path}",
+                f"paths.root={tmp_path}",
+            ],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    # One process per GPU, so that Lightning's DDP takes its ranks from Slurm.
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (4, 4, 1)
+    assert launcher.submitit_folder == f"{tmp_path}/.submitit/%j"
+    assert isinstance(instantiate(launcher), SlurmLauncher)
+
+
+SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_every_sweep_value_composes(tmp_path, sweep: str) -> None:
+    """Each committed grid names real config keys and options: every job's overrides
+    compose (a typo would otherwise surface only when the sweep reaches that job)."""
+    from hydra import compose, initialize_config_dir
+
+    paths = [f"paths.root={tmp_path}", f"hydra.sweep.dir={tmp_path}"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        grid = compose(
+            config_name="config", overrides=[f"sweep={sweep}", *paths], return_hydra_config=True
+        ).hydra.sweeper.params
+        assert grid, sweep
+        for key, values in grid.items():
+            for value in str(values).split(","):
+                cfg = compose(
+                    config_name="config",
+                    overrides=[f"sweep={sweep}", f"{key}={value}", *paths],
+                    return_hydra_config=True,
+                )
+                choices = cfg.hydra.runtime.choices
+                picked = choices[key] if key in choices else str(OmegaConf.select(cfg, key))
+                assert picked == value
+
+
+def test_wandb_sweep_runs_hydra_overrides(make_cfg) -> None:
+    """conf/wandb_sweep.yaml: every value W&B would pass (`key=value`, no hyphens) is a
+    valid override, and the metric it maximises is one the job reports."""
+    spec = OmegaConf.to_container(OmegaConf.load(CONF / "wandb_sweep.yaml"))
+    assert spec["program"] == "run.py"
+    assert "${args_no_hyphens}" in spec["command"] and "logger=wandb" in spec["command"]
+    for key, values in spec["parameters"].items():
+        for value in values["values"]:
+            cfg = make_cfg(f"{key}={value}", "logger=wandb")
+            assert cfg.logger.wandb._target_ == "lightning.pytorch.loggers.WandbLogger"
+    assert spec["metric"]["name"] == make_cfg().optimized_metric

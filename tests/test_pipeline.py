@@ -301,4 +301,7 @@ def test_deploying_an_unknown_router_fails_before_training(make_cfg) -> None:
     cfg = make_cfg("debug=fast", "routing.deploy=crystal_ball")
     with pytest.raises(ValueError, match=r"routing\.deploy='crystal_ball' is not in routers"):
         run(cfg)
-    assert not Path(cfg.paths.output).exists()
+    # Nothing but the failure record: no adapters, no results.
+    out = Path(cfg.paths.output)
+    assert [p.name for p in out.iterdir()] == ["failed.json"]
+    assert json.loads((out / "failed.json").read_text())["error"].startswith("ValueError: ")

@@ -123,3 +123,92 @@ def test_backbone_names() -> None:
     assert backbone_name({"_target_": "x.load_tiny", "arch": "mistral"}) == "tiny_mistral"
     hub = {"_target_": "r2r.models.backbones.load_hub", "name_or_path": "Qwen/Qwen3-Reranker-0.6B"}
     assert backbone_name(hub) == "Qwen/Qwen3-Reranker-0.6B"
+
+
+def write_routing(folder: Path) -> None:
+    """routing.json beside a run's results.json: three routers, two experts."""
+    routers = {
+        name: {
+            "accuracy": accuracy,
+            "macro_f1": accuracy,
+            "n_params": params,
+            "fit_s": 0.1,
+            "routing_s": 0.01,
+            "reranking_s": 2.0,
+            "time_fraction": fraction,
+            "metrics": {
+                f"all/{m}@{k}": ndcg + k for m in ("ndcg", "mrr", "recall") for k in (5, 10)
+            },
+        }
+        for name, accuracy, params, fraction, ndcg in [
+            ("lsr", 90.0, 1538, 0.0125, 30.0),
+            ("none", None, 0, 0.0, 20.0),
+            ("oracle", 100.0, 0, 0.0, 32.0),
+        ]
+    }
+    forgetting = {
+        "base": {"legal/ndcg@10": 20.0, "medical/ndcg@10": 30.0, "all/ndcg@10": 25.0},
+        "legal": {"legal/ndcg@10": 26.0, "medical/ndcg@10": 29.96, "all/ndcg@10": 28.0},
+        "medical": {"legal/ndcg@10": 17.5, "medical/ndcg@10": 38.0, "all/ndcg@10": 27.7},
+    }
+    summary = {"domains": ["legal", "medical"], "routers": routers, "forgetting": forgetting}
+    (folder / "routing.json").write_text(json.dumps(summary))
+
+
+def test_tables_2_and_3_and_figures(tmp_path: Path) -> None:
+    write_run(tmp_path / "sweep" / "0", "direct", "EntityMasking", 30.0)
+    write_routing(tmp_path / "sweep" / "0")
+    assert main([str(tmp_path / "sweep"), "--out", str(tmp_path / "report")]) == 0
+    out = tmp_path / "report"
+    table2 = (out / "table2.md").read_text().splitlines()
+    assert table2[0] == (
+        "| backbone | data | job | router | accuracy | macro-F1 | ndcg@5 | ndcg@10 | mrr@5 | mrr@10 | "
+        "recall@5 | recall@10 | params | routing/reranking % |"
+    )
+    # The references first (none, oracle), then the routers; routing time in percent.
+    assert table2[2:] == [
+        "| tiny_qwen | synthetic | 0 | none | – | – | 25.0 | 30.0 | 25.0 | 30.0 | 25.0 | 30.0 | 0 | 0.00 |",
+        "| tiny_qwen | synthetic | 0 | oracle | 100.0 | 100.0 | 37.0 | 42.0 | 37.0 | 42.0 | 37.0 | 42.0 | 0 | 0.00 |",
+        "| tiny_qwen | synthetic | 0 | lsr | 90.0 | 90.0 | 35.0 | 40.0 | 35.0 | 40.0 | 35.0 | 40.0 | 1,538 | 1.25 |",
+    ]
+    assert (out / "table3.md").read_text().splitlines()[2:] == [
+        "| model | legal | medical |",
+        "|---|---:|---:|",
+        "| base | 20.0 | 30.0 |",
+        "| legal | 26.0 (+6.0) | 30.0 (+0.0) |",  # -0.04 rounds to 0.0: never "-0.0"
+        "| medical | 17.5 (-2.5) | 38.0 (+8.0) |",
+    ]
+    rows = (out / "table3.csv").read_text().splitlines()
+    assert rows[0] == "backbone,data,model,domain,ndcg@10,Δ vs base,run"
+    assert rows[1:4] == [
+        f"tiny_qwen,synthetic,base,legal,20.0,,{tmp_path / 'sweep' / '0'}",
+        f"tiny_qwen,synthetic,base,medical,30.0,,{tmp_path / 'sweep' / '0'}",
+        f"tiny_qwen,synthetic,legal,legal,26.0,6.0,{tmp_path / 'sweep' / '0'}",
+    ]
+    for name in ("table1_tiny_qwen_synthetic", "forgetting_tiny_qwen_synthetic"):
+        png = out / "plots" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"![{name}](plots/{name}.png)" in (out / "report.md").read_text()
+    assert not list(out.glob("plots/*.partial"))
+
+
+def test_failed_jobs_are_listed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    write_run(tmp_path / "0_ok", "direct", "EntityMasking", 30.0)
+    (tmp_path / "1_bad").mkdir()
+    (tmp_path / "1_bad" / "failed.json").write_text(
+        json.dumps({"error": "ValueError: bad", "traceback": "..."})
+    )
+    assert main([str(tmp_path), "--no-plots"]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert f"## Failed jobs (1)\n\n- {tmp_path / '1_bad'}: ValueError: bad\n" in report
+    assert not (tmp_path / "plots").exists() and not (tmp_path / "table2.md").exists()
+    assert f"failed job: {tmp_path / '1_bad'}: ValueError: bad" in capsys.readouterr().out
+
+
+def test_a_sweep_without_results_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "0_bad").mkdir()
+    (tmp_path / "0_bad" / "failed.json").write_text(json.dumps({"error": "E: x"}))
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "no results.json under" in capsys.readouterr().err

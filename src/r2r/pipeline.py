@@ -18,6 +18,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from r2r import tracking
 from r2r.data.datamodule import MASKED, PairEncoder, RerankDataModule
 from r2r.data.io import write_json_atomic, write_text_atomic
 from r2r.data.mining import BM25Miner
@@ -31,10 +32,12 @@ from r2r.routing.evaluation import (
     evaluate_router,
     forgetting,
     routing_report,
+    routing_rows,
     routing_summary,
     score_matrix,
 )
 from r2r.routing.system import RoutedReranker
+from r2r.sweep import clear_failure, finished_metrics, record_failure
 from r2r.types import SPLITS, CandidateList, RetrievalDataset, ScoredList
 
 log = logging.getLogger(__name__)
@@ -193,14 +196,40 @@ def route_and_evaluate(
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    started = time.perf_counter()
+    """One job: skipped when its output directory holds results of this same config
+    (`skip_finished`); its loggers get the resolved config and are closed at the end; a
+    failure is recorded as failed.json before it is raised."""
+    out = Path(cfg.paths.output)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if cfg.skip_finished and (metrics := finished_metrics(out, config)) is not None:
+        log.info("skipped: %s already holds this job's results", out)
+        return metrics
+    clear_failure(out)
+    loggers = []
+    try:
+        check(cfg)  # before the loggers create any folder
+        loggers = list(instantiate(cfg.logger).values()) if cfg.get("logger") else []
+        tracking.start(loggers, config)
+        metrics = train_and_test(cfg, loggers)
+    except BaseException as error:
+        record_failure(out, error)
+        tracking.finish(loggers, "failed")
+        raise
+    tracking.finish(loggers, "success")
+    return metrics
+
+
+def check(cfg: DictConfig) -> None:
+    """Config errors that would otherwise surface after training."""
     routers = list(cfg.get("routers") or {})
     if cfg.routing.enabled and cfg.routing.deploy and cfg.routing.deploy not in routers:
-        # Checked before any training: the deployed router must be one that is fitted.
         raise ValueError(f"routing.deploy={cfg.routing.deploy!r} is not in routers {routers}")
+
+
+def train_and_test(cfg: DictConfig, loggers: list) -> dict[str, float]:
+    started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output)
-    loggers = list(instantiate(cfg.logger).values()) if cfg.get("logger") else []
 
     datasets = load_datasets(cfg)
     miner = BM25Miner(instantiate(cfg.mining), cache_dir=Path(cfg.paths.cache) / "mining")
@@ -306,8 +335,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     metrics = {}
     for key, items in scored.items():
         metrics |= evaluate(items, key)
+    routing = {}
     if cfg.routing.enabled and cfg.get("routers"):
-        route_and_evaluate(cfg, backbone, datasets, every_domain.candidate_lists("test"), out)
+        test_lists = every_domain.candidate_lists("test")
+        routing = route_and_evaluate(cfg, backbone, datasets, test_lists, out)
 
     wall = time.perf_counter() - started
     table = results_table(metrics, [stage_key(st, sp) for sp in splits for st in STAGES])
@@ -326,9 +357,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             "config": OmegaConf.to_container(cfg, resolve=True),
         },
     )
-    for logger in loggers:
-        logger.log_metrics(metrics)
-        logger.save()
+    tracking.log_results(loggers, metrics, {"routing": routing_rows(routing)} if routing else None)
     print(table)
     print(f"results: {out / 'results.json'} ({wall:.0f} s)")
     return metrics

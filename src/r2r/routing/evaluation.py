@@ -196,3 +196,21 @@ def routing_summary(
 
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}"
+
+
+def routing_rows(summary: Mapping) -> tuple[list[str], list[list]]:
+    """routing.json's routers as a table (columns, rows), for experiment trackers."""
+    metrics = [f"all/{m}@{k}" for m in ("ndcg", "mrr", "recall") for k in (5, 10)]
+    columns = ["router", "accuracy", "macro_f1", *metrics, "n_params", "time_fraction"]
+    rows = [
+        [
+            name,
+            r["accuracy"],
+            r["macro_f1"],
+            *(r["metrics"].get(m) for m in metrics),
+            r["n_params"],
+            r["time_fraction"],
+        ]
+        for name, r in summary["routers"].items()
+    ]
+    return columns, rows

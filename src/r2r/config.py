@@ -1,0 +1,30 @@
+"""OmegaConf resolvers that the YAML config uses; `run.py` registers them before Hydra
+composes (tests register them in conftest)."""
+
+from __future__ import annotations
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+
+def job_name() -> str | None:
+    """The job's overrides as one string (`domain=legal,loss=bce`); None for a plain run
+    with no overrides or outside a Hydra run, which lets W&B pick a name."""
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().job.get("override_dirname") or None
+
+
+def sweep_group() -> str | None:
+    """The multirun's sweep directory, so that every job of one sweep shares a W&B group;
+    None for a single run."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return HydraConfig.get().sweep.dir
+
+
+def register_resolvers() -> None:
+    for name, fn in {"r2r.job_name": job_name, "r2r.sweep_group": sweep_group}.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)

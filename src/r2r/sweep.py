@@ -1,0 +1,93 @@
+"""What makes a Hydra multirun restartable and honest about failures.
+
+- A job whose directory already holds `results.json` from the same config is skipped, so
+  re-running a sweep (same `hydra.sweep.dir`) runs only the jobs that are missing.
+- A job that raises leaves `failed.json` (the error and its traceback) in its directory and
+  the sweep goes on; `SweepSummary`, a Hydra callback, lists the finished and the failed
+  jobs at the end and then fails the multirun (exit status 1) if any job failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from r2r.data.io import write_json_atomic
+
+log = logging.getLogger(__name__)
+RESULTS = "results.json"
+FAILED = "failed.json"
+# Keys that may differ between two runs of one job: where it runs and how it is resumed.
+IGNORED = ("paths", "skip_finished")
+
+
+def differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return [
+            d
+            for key in sorted(set(a) | set(b), key=str)
+            for d in differences(a.get(key), b.get(key), f"{prefix}{key}.")
+        ]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def finished_metrics(out: Path, config: Mapping[str, Any]) -> dict[str, float] | None:
+    """The metrics of a finished run of this same config in `out`, None if there is none.
+
+    Raises if `out` holds the results of another config: skipping would report them as
+    this job's."""
+    path = out / RESULTS
+    if not path.exists():
+        return None
+    results = json.loads(path.read_text(encoding="utf-8"))
+    ours = {k: v for k, v in config.items() if k not in IGNORED}
+    theirs = {k: v for k, v in results.get("config", {}).items() if k not in IGNORED}
+    changed = differences(ours, theirs)
+    if changed:
+        raise ValueError(
+            f"{path} comes from another config (differs in {', '.join(changed[:5])}); "
+            "use another output directory, or skip_finished=false to overwrite it"
+        )
+    return results["metrics"]
+
+
+def record_failure(out: Path, error: BaseException) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(
+        out / FAILED,
+        {
+            "error": f"{type(error).__name__}: {error}",
+            "traceback": "".join(traceback.format_exception(error)),
+        },
+    )
+    log.error("job failed, details in %s", out / FAILED, exc_info=error)
+
+
+def clear_failure(out: Path) -> None:
+    (out / FAILED).unlink(missing_ok=True)
+
+
+class SweepSummary(Callback):
+    """Logs, at the end of a multirun, which job directories finished and which failed;
+    exits with status 1 if any failed (Hydra turns a callback's exceptions into warnings)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        jobs = sorted(p for p in sweep.iterdir() if p.is_dir()) if sweep.is_dir() else []
+        failed = [p for p in jobs if (p / FAILED).exists()]
+        done = [p for p in jobs if (p / RESULTS).exists() and p not in failed]
+        log.info("sweep %s: %d jobs finished, %d failed", sweep, len(done), len(failed))
+        for path in failed:
+            error = json.loads((path / FAILED).read_text(encoding="utf-8"))["error"]
+            log.error("failed: %s: %s", path.name, error)
+        if failed:
+            names = ", ".join(p.name for p in failed)
+            raise SystemExit(f"{len(failed)} of {len(jobs)} jobs failed: {names}")

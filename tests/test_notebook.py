@@ -1,0 +1,68 @@
+"""notebooks/analysis.ipynb runs (papermill) on the report of a real two-job sweep."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from r2r.report import main as report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_analysis_notebook_on_a_small_sweep(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "run.py",
+            "-m",
+            "debug=fast",
+            "curriculum=direct,eag",
+            f"paths.cache={tmp_path / 'cache'}",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert report([str(sweep), "--out", str(tmp_path / "report"), "--no-plots"]) == 0
+
+    executed = tmp_path / "analysis.ipynb"
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / "analysis.ipynb"),
+        str(executed),
+        parameters={"report_dir": str(tmp_path / "report")},
+        kernel_name="python3",
+        progress_bar=False,
+        cwd=str(tmp_path),
+    )
+    figures = sorted(p.name for p in (tmp_path / "report" / "notebook_figures").iterdir())
+    assert figures == [
+        "bars_tiny_qwen_synthetic.png",
+        "forgetting_0_tiny_qwen_synthetic.png",
+        "forgetting_1_tiny_qwen_synthetic.png",
+    ]
+    # The EAG-minus-direct cell shows the difference of the two runs' Table 1 rows.
+    with open(tmp_path / "report" / "table1.csv") as f:
+        ndcg = {
+            (r["domain"], r["config"]): float(r["ndcg@10"])
+            for r in csv.DictReader(f)
+            if r["split"] == "test"
+        }
+    gain = ndcg[("all", "PT+S1+S2 (entity)")] - ndcg[("all", "PT+S2")]
+    cells = nbformat.read(executed, as_version=4).cells
+    shown = next(c for c in cells if c.cell_type == "code" and c.source.startswith("gains = []"))
+    text = shown.outputs[0]["data"]["text/plain"]
+    # (shown to one decimal: within half a unit of the last place)
+    assert float(text.splitlines()[-1].split()[-1]) == pytest.approx(gain, abs=0.05 + 1e-9)

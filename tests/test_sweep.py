@@ -1,0 +1,171 @@
+"""Multiruns: each job its own W&B run (offline), finished jobs skipped on a re-run, a failed
+job recorded while the rest of the sweep goes on."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from wandb.proto import wandb_internal_pb2
+
+from r2r.sweep import FAILED, clear_failure, differences, finished_metrics, record_failure
+from r2r.tracking import results_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_differences_lists_dotted_keys() -> None:
+    a = {"seed": 0, "lora": {"r": 32, "alpha": 64}, "domains": ["legal"]}
+    b = {"seed": 0, "lora": {"r": 16, "alpha": 64}, "domains": ["legal", "medical"], "x": 1}
+    assert differences(a, b) == ["domains", "lora.r", "x"]
+    assert differences(a, a) == []
+
+
+def test_finished_metrics_only_for_the_same_config(tmp_path: Path) -> None:
+    config = {"seed": 0, "paths": {"output": "a"}, "skip_finished": True, "lora": {"r": 32}}
+    assert finished_metrics(tmp_path, config) is None
+    saved = {"metrics": {"fine_tuned/all/ndcg@10": 30.0}, "config": config}
+    (tmp_path / "results.json").write_text(json.dumps(saved))
+    # Where the run lives and whether it skips may differ; the experiment may not.
+    moved = {**config, "paths": {"output": "b"}, "skip_finished": False}
+    assert finished_metrics(tmp_path, moved) == {"fine_tuned/all/ndcg@10": 30.0}
+    with pytest.raises(ValueError, match=r"results\.json comes from another config .*lora\.r"):
+        finished_metrics(tmp_path, {**config, "lora": {"r": 16}})
+
+
+def test_record_failure_keeps_the_error_and_traceback(tmp_path: Path) -> None:
+    try:
+        raise KeyError("no such domain")
+    except KeyError as error:
+        record_failure(tmp_path / "job", error)
+    failure = json.loads((tmp_path / "job" / FAILED).read_text())
+    assert failure["error"] == "KeyError: 'no such domain'"
+    assert failure["traceback"].startswith("Traceback (most recent call last):")
+    assert "test_record_failure_keeps_the_error_and_traceback" in failure["traceback"]
+    clear_failure(tmp_path / "job")
+    assert not (tmp_path / "job" / FAILED).exists()
+
+
+def test_results_rows_one_row_per_stage_split_domain() -> None:
+    metrics = {
+        "bm25/all/ndcg@10": 50.0,
+        "bm25/all/mrr@10": 40.0,
+        "fine_tuned:test_seen/legal/ndcg@10": 30.0,
+    }
+    columns, rows = results_rows(metrics)
+    assert columns == ["stage", "split", "domain", "ndcg@10", "mrr@10"]
+    assert rows == [
+        ["bm25", "test", "all", 50.0, 40.0],
+        ["fine_tuned", "test_seen", "legal", 30.0, None],
+    ]
+
+
+def wandb_records(path: Path) -> list[wandb_internal_pb2.Record]:
+    """The records of an offline W&B run file (`run-<id>.wandb`): a 7-byte `:W&B` header,
+    then LevelDB-log framing (32 KiB blocks; each chunk has a 7-byte header of checksum,
+    length and type FULL=1, FIRST=2, MIDDLE=3, LAST=4)."""
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    records, chunks, pos, block = [], b"", 7, 32768
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if left < 7 or (length == 0 and kind == 0):  # block padding
+            pos += left
+            continue
+        chunks += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(chunks)
+            records.append(record)
+            chunks = b""
+    return records
+
+
+def multirun(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_SILENT="true", OMP_NUM_THREADS="1")
+    # W&B's own folders (cache, config, artifact staging) go under the test's folder too.
+    env |= {k: str(tmp_path / "wandb_home") for k in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR")}
+    env["WANDB_DATA_DIR"] = str(tmp_path / "wandb_home")
+    command = [
+        sys.executable,
+        "run.py",
+        "-m",
+        "debug=fast",
+        f"paths.cache={tmp_path / 'cache'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        *overrides,
+    ]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_each_multirun_job_is_its_own_wandb_run_and_a_rerun_skips_them(tmp_path: Path) -> None:
+    first = multirun(tmp_path, "logger=wandb", "domain=legal,medical")
+    assert first.returncode == 0, first.stderr[-3000:]
+    sweep = tmp_path / "sweep"
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == [
+        "0_debug=fast,domain=legal,logger=wandb",
+        "1_debug=fast,domain=medical,logger=wandb",
+    ]
+    ids = []
+    for job, domain, other in zip(jobs, ["legal", "medical"], ["medical", "legal"], strict=True):
+        files = list((job / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert len(files) == 1, files
+        records = wandb_records(files[0])
+        run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+        ids.append(run.run_id)
+        assert (run.display_name, run.run_group) == (job.name.split("_", 1)[1], str(sweep))
+        keys = {
+            # W&B stores a slash-separated key as its parts.
+            item.key or "/".join(item.nested_key)
+            for r in records
+            if r.WhichOneof("record_type") == "history"
+            for item in r.history.item
+        }
+        assert {
+            f"fine_tuned/{domain}/ndcg@10",
+            "fine_tuned/all/ndcg@10",
+            "zero_shot/all/mrr@10",
+            "bm25/all/ndcg@10",
+            f"val/{domain}/ndcg@10",
+            "results/_type",  # the results table
+        } <= keys
+        assert f"fine_tuned/{other}/ndcg@10" not in keys
+        config = {
+            (item.key or "/".join(item.nested_key)): json.loads(item.value_json)
+            for r in records
+            if r.WhichOneof("record_type") == "config"
+            for item in r.config.update
+        }
+        assert config["domains"] == [domain] and config["seed"] == 0
+        exits = [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"]
+        assert exits == [0]  # finished by the job itself
+    assert len(set(ids)) == 2
+
+    second = multirun(tmp_path, "logger=wandb", "domain=legal,medical")
+    assert second.returncode == 0, second.stderr[-3000:]
+    log = second.stdout + second.stderr
+    assert log.count("already holds this job's results") == 2
+    # Skipped jobs start no W&B run.
+    assert [len(list((j / "wandb").glob("offline-run-*"))) for j in jobs] == [1, 1]
+
+
+def test_a_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    done = multirun(tmp_path, "domain=legal", "routing.deploy=nonexistent,none")
+    log = done.stdout + done.stderr
+    assert done.returncode == 1
+    failed = tmp_path / "sweep" / "0_debug=fast,domain=legal,routing.deploy=nonexistent"
+    finished = tmp_path / "sweep" / "1_debug=fast,domain=legal,routing.deploy=none"
+    error = json.loads((failed / FAILED).read_text())["error"]
+    assert error.startswith("ValueError: routing.deploy='nonexistent' is not in routers")
+    assert not (failed / "results.json").exists()
+    assert (finished / "results.json").exists() and not (finished / FAILED).exists()
+    assert "1 jobs finished, 1 failed" in log
+    assert log.rstrip().endswith(f"1 of 2 jobs failed: {failed.name}")
