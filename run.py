@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -16,7 +17,8 @@ register_resolvers()  # before Hydra composes the config that uses them
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from r2r.pipeline import run
+    from r2r.pipeline import launches_processes, run
+    from r2r.sweep import run_single
 
     # `import lightning` gives the "lightning" logger a console handler of its own; Hydra's
     # root handlers already print (and write run.log), so each line would appear twice.
@@ -24,10 +26,18 @@ def main(cfg: DictConfig) -> float | None:
     for handler in list(lightning_log.handlers):
         if type(handler) is logging.StreamHandler:
             lightning_log.removeHandler(handler)
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        metrics = run(cfg)
+        if multirun and launches_processes(cfg):
+            # DDP inside a multirun: this job as a single run of its own (see r2r.sweep).
+            overrides = list(hydra_cfg.overrides.task)
+            output = Path(hydra_cfg.runtime.output_dir)
+            metrics = run_single(Path(__file__).resolve(), overrides, output, hydra_cfg.sweep.dir)
+        else:
+            metrics = run(cfg)
     except Exception:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        if multirun:
             # run() left failed.json; the other jobs go on and SweepSummary reports them all
             # (and fails the sweep) at the end.
             return None

@@ -38,6 +38,25 @@ def test_domain_batch_sampler_never_mixes_domains_and_is_seeded() -> None:
     assert list(again) == second
 
 
+def test_domain_batch_sampler_shards_each_global_batch_across_ranks() -> None:
+    """Two ranks of batch 2 see, step by step, the groups of one process of batch 4; a
+    domain tail too short for both ranks is dropped on every rank."""
+    domains = ["legal"] * 9 + ["medical"] * 4
+    single = list(DomainBatchSampler(domains, batch_size=4, seed=3))
+    ranks = [list(DomainBatchSampler(domains, 2, seed=3, rank=r, world_size=2)) for r in (0, 1)]
+    # legal: 4 + 4 + 1 (the 1 cannot be split over 2 ranks); medical: 4.
+    assert (
+        len(ranks[0])
+        == len(ranks[1])
+        == len(DomainBatchSampler(domains, 2, rank=0, world_size=2))
+        == 3
+    )
+    kept = [b for b in single if len(b) >= 2]
+    assert [sorted(a + b) for a, b in zip(*ranks, strict=True)] == [sorted(b) for b in kept]
+    assert all(len(a) == len(b) == 2 for a, b in zip(*ranks, strict=True))
+    assert single == list(DomainBatchSampler(domains, 4, seed=3, rank=0, world_size=1))
+
+
 def make_group(q: str, docs: list[str]) -> RankingGroup:
     return RankingGroup("legal", Query(q, q), tuple(Passage(d, d) for d in docs))
 

@@ -3,9 +3,13 @@ composes (tests register them in conftest)."""
 
 from __future__ import annotations
 
+import os
+
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
+
+from r2r.sweep import GROUP_ENV
 
 
 def job_name() -> str | None:
@@ -17,8 +21,11 @@ def job_name() -> str | None:
 
 
 def sweep_group() -> str | None:
-    """The multirun's sweep directory, so that every job of one sweep shares a W&B group;
-    None for a single run."""
+    """The multirun's sweep directory, so that every job of one sweep shares a W&B group
+    (also when the job runs in a child process, see r2r.sweep.run_single); None for a
+    single run."""
+    if GROUP_ENV in os.environ:
+        return os.environ[GROUP_ENV]
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
     return HydraConfig.get().sweep.dir

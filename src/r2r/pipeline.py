@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from r2r import tracking
@@ -219,6 +222,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def launches_processes(cfg: DictConfig) -> bool:
+    """Whether the trainer will start its own DDP processes: Lightning then re-runs the
+    command line in each, which must be a single run (see run.py), unless the ranks were
+    already started by torchrun or Slurm."""
+    strategy = cfg.trainer.get("strategy")
+    target = strategy.get("_target_", "") if isinstance(strategy, DictConfig) else str(strategy)
+    external = any(k in os.environ for k in ("LOCAL_RANK", "SLURM_PROCID", "TORCHELASTIC_RUN_ID"))
+    return "ddp" in target.lower() and not external
+
+
 def check(cfg: DictConfig) -> None:
     """Config errors that would otherwise surface after training."""
     routers = list(cfg.get("routers") or {})
@@ -229,7 +242,11 @@ def check(cfg: DictConfig) -> None:
 def train_and_test(cfg: DictConfig, loggers: list) -> dict[str, float]:
     started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
-    out = Path(cfg.paths.output)
+    # Under DDP every rank runs the whole job (trainer calls must match across ranks). Rank
+    # 0 owns the output directory; another rank keeps its own copy of the adapters (equal
+    # to rank 0's: DDP keeps them in sync) in a scratch folder and stops before routing.
+    rank = rank_zero_only.rank
+    out = Path(cfg.paths.output) / (f".rank{rank}" if rank else "")
 
     datasets = load_datasets(cfg)
     miner = BM25Miner(instantiate(cfg.mining), cache_dir=Path(cfg.paths.cache) / "mining")
@@ -335,6 +352,9 @@ def train_and_test(cfg: DictConfig, loggers: list) -> dict[str, float]:
     metrics = {}
     for key, items in scored.items():
         metrics |= evaluate(items, key)
+    if rank:
+        shutil.rmtree(out, ignore_errors=True)
+        return metrics
     routing = {}
     if cfg.routing.enabled and cfg.get("routers"):
         test_lists = every_domain.candidate_lists("test")

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +76,33 @@ def record_failure(out: Path, error: BaseException) -> None:
 
 def clear_failure(out: Path) -> None:
     (out / FAILED).unlink(missing_ok=True)
+
+
+# The child process of `run_single` is a single run; this keeps it in the sweep's W&B group.
+GROUP_ENV = "R2R_SWEEP_GROUP"
+
+
+def run_single(
+    script: Path, overrides: Sequence[str], output: Path, group: str | None
+) -> dict[str, float]:
+    """Run `script` with this job's `overrides` as a single run into `output` (the job's
+    directory) in a child process; its metrics, or RuntimeError if it failed."""
+    command = [
+        sys.executable,
+        str(script),
+        *overrides,
+        f'hydra.run.dir="{output}"',  # quoted: job directory names hold `=` and `,`
+        "hydra.output_subdir=null",  # the sweep already wrote this job's .hydra/
+    ]
+    env = dict(os.environ, **({GROUP_ENV: group} if group else {}))
+    log.info("running this job in its own process (DDP): %s", " ".join(command[1:]))
+    done = subprocess.run(command, env=env, check=False)
+    if done.returncode != 0:
+        error = RuntimeError(f"the job's process exited with status {done.returncode}")
+        if not (output / FAILED).exists():  # the child died before it could say why
+            record_failure(output, error)
+        raise error
+    return json.loads((output / RESULTS).read_text(encoding="utf-8"))["metrics"]
 
 
 class SweepSummary(Callback):

@@ -89,11 +89,17 @@ def test_save_load_round_trip_is_adapter_only_and_exact(tmp_path, pairs):
     assert n_saved < sum(p.numel() for p in base.parameters() if p.dtype.is_floating_point) / 2
     config = json.loads((folder / "adapter_config.json").read_text())
     assert (config["peft_type"], config["task_type"], config["r"]) == ("LORA", "CAUSAL_LM", 32)
+    # peft holds target_modules as a set (hash order varies by process); r2r writes it sorted.
+    assert config["target_modules"] == ["k_proj", "o_proj", "q_proj", "v_proj"]
 
     fresh, _ = fresh_base()
     loaded = load_adapter(fresh, folder)
     torch.testing.assert_close(scores(loaded, tok, pairs), expected, atol=1e-6, rtol=0)
     assert not any(p.requires_grad for p in loaded.parameters())
+    # Loaded and saved again: the same bytes (a reused expert is a byte-identical copy).
+    again = save_adapter(loaded, tmp_path / "again")
+    for name in ADAPTER_FILES:
+        assert (again / name).read_bytes() == (folder / name).read_bytes(), name
 
     # Plain peft, no r2r involved, reads the same folder.
     plain = PeftModel.from_pretrained(fresh_base()[0], folder)

@@ -77,35 +77,74 @@ class DomainBatchSampler(Sampler[list[int]]):
     """Shuffled batches that never mix domains (each batch is one domain's groups).
 
     Re-seeded per epoch from (seed, epoch), so runs are reproducible.
+
+    Under DDP (`world_size` > 1) every rank draws the same global batches of
+    `batch_size * world_size` groups and keeps its strided share, so one optimizer step of
+    N processes sees exactly the groups of one single-process step with an N times larger
+    batch. A global batch too short to give every rank a group (a domain's tail) is
+    dropped: a rank without a batch would stall the others.
     """
 
-    def __init__(self, domains: Sequence[str], batch_size: int, *, seed: int = 0) -> None:
+    def __init__(
+        self,
+        domains: Sequence[str],
+        batch_size: int,
+        *,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
         self.batch_size = batch_size
         self.seed = seed
         self.epoch = 0
+        # None: read from torch.distributed when iterating (the process group is set up
+        # by Lightning after the data loader is built).
+        self._rank, self._world_size = rank, world_size
         self.by_domain: dict[str, list[int]] = {}
         for index, domain in enumerate(domains):
             self.by_domain.setdefault(domain, []).append(index)
 
-    def _batches(self, epoch: int) -> list[list[int]]:
+    def _ranks(self) -> tuple[int, int]:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        rank = (
+            self._rank
+            if self._rank is not None
+            else (torch.distributed.get_rank() if distributed else 0)
+        )
+        world = (
+            self._world_size
+            if self._world_size is not None
+            else (torch.distributed.get_world_size() if distributed else 1)
+        )
+        return rank, world
+
+    def _batches(self, epoch: int, world: int) -> list[list[int]]:
+        """The global batches of `epoch`, each `batch_size * world` groups at most."""
         rng = random.Random(f"{self.seed}/{epoch}")
+        size = self.batch_size * world
         batches = []
         for domain in sorted(self.by_domain):
             indices = list(self.by_domain[domain])
             rng.shuffle(indices)
-            batches += [
-                indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)
-            ]
+            batches += [indices[i : i + size] for i in range(0, len(indices), size)]
         rng.shuffle(batches)
-        return batches
+        # Dropped after the shuffle, so that N ranks of batch B draw the same random
+        # sequence as one process of batch N*B.
+        return [b for b in batches if len(b) >= world]
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = self._batches(self.epoch)
+        rank, world = self._ranks()
+        batches = [b[rank::world] for b in self._batches(self.epoch, world)]
         self.epoch += 1
         return iter(batches)
 
     def __len__(self) -> int:
-        return sum(-(-len(v) // self.batch_size) for v in self.by_domain.values())
+        _, world = self._ranks()
+        size = self.batch_size * world
+        return sum(
+            sum(1 for i in range(0, len(v), size) if len(v) - i >= world)
+            for v in self.by_domain.values()
+        )
 
 
 def eval_pairs(lists: Sequence[CandidateList]) -> list[PairRef]:

@@ -7,6 +7,7 @@ without r2r. The frozen base is never written.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,7 +72,17 @@ def save_adapter(model: PeftModel, folder: str | Path, *, adapter_name: str = "d
             if not (saved / name).is_file():
                 raise RuntimeError(f"peft did not write {name} for adapter {adapter_name!r}")
             (saved / name).rename(staged / name)
+        _sort_target_modules(staged / "adapter_config.json")
     return folder
+
+
+def _sort_target_modules(config_file: Path) -> None:
+    """peft keeps ``target_modules`` as a set and writes it in hash order, which differs
+    between processes; sorted, the same adapter saves to the same bytes every time."""
+    config = json.loads(config_file.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def load_adapter(
