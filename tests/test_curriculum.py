@@ -100,7 +100,12 @@ def test_optional_rows_and_stage1_trainer_settings(make_cfg) -> None:
     rows = list(
         csv.DictReader((Path(cfg.paths.output) / "csv" / "version_0" / "metrics.csv").open())
     )
-    validations = [r for r in rows if r.get("val/all/precision@5")]
+    # Stage 1 logs under its own prefix, apart from the expert's curves.
+    validations = [r for r in rows if r.get("stage1/val/all/precision@5")]
+    assert not any(r.get("val/all/precision@5") for r in rows)
+    assert any(r.get("stage1/train/loss") for r in rows) and any(
+        r.get("legal/train/loss") for r in rows
+    )
     assert len(validations) == 2
     assert sorted(p.name for p in (Path(cfg.paths.output) / "runs").iterdir()) == [
         "bm25.test_seen.trec",

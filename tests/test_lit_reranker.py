@@ -139,6 +139,22 @@ def test_best_adapter_names_a_missing_monitor() -> None:
         BestAdapter().on_validation_end(trainer, _Toy())
 
 
+def test_best_adapter_reads_the_modules_prefixed_key() -> None:
+    """A module logging as `legal/` is monitored under `legal/val/...`, not another's key."""
+    module, trainer = _Toy(), _FakeTrainer()
+    module.log_prefix = "legal/"
+    trainer.callback_metrics = {
+        "val/all/ndcg@10": torch.tensor(90.0),
+        "legal/val/all/ndcg@10": torch.tensor(40.0),
+    }
+    callback = BestAdapter(monitor="val/all/ndcg@10")
+    callback.on_validation_end(trainer, module)
+    assert callback.best == 40.0
+    trainer.callback_metrics = {"val/all/ndcg@10": torch.tensor(90.0)}
+    with pytest.raises(KeyError, match="'legal/val/all/ndcg@10'"):
+        callback.on_validation_end(trainer, module)
+
+
 class _ModeProbe(RerankerModule):
     """Records whether the LoRA dropout modules are in train mode at each step."""
 

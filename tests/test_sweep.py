@@ -134,7 +134,8 @@ def test_each_multirun_job_is_its_own_wandb_run_and_a_rerun_skips_them(tmp_path:
             "fine_tuned/all/ndcg@10",
             "zero_shot/all/mrr@10",
             "bm25/all/ndcg@10",
-            f"val/{domain}/ndcg@10",
+            f"{domain}/train/loss",  # each adapter's curves under its own name
+            f"{domain}/val/{domain}/ndcg@10",
             "results/_type",  # the results table
         } <= keys
         assert f"fine_tuned/{other}/ndcg@10" not in keys

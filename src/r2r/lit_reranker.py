@@ -20,6 +20,9 @@ class RerankerModule(L.LightningModule):
 
     Evaluation logs `stage/domain/metric@k` where stage is `val_stage` during fit and
     `test_stage` in `trainer.test` (set it to name the row: zero_shot, fine_tuned, ...).
+    `log_prefix` (`legal/`) goes before the training and validation keys, so that the
+    curves of several adapters trained in one run (and one W&B run) stay apart; test keys
+    already name their stage and domain.
     """
 
     def __init__(
@@ -31,6 +34,7 @@ class RerankerModule(L.LightningModule):
         *,
         val_stage: str = "val",
         test_stage: str = "test",
+        log_prefix: str = "",
     ) -> None:
         super().__init__()
         self.scorer = scorer
@@ -39,6 +43,7 @@ class RerankerModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.val_stage = val_stage
         self.test_stage = test_stage
+        self.log_prefix = log_prefix
         self.last_scored: list[ScoredList] = []  # the latest evaluation's scores
         self._scores: list[tuple[PairRef, float]] = []
 
@@ -58,7 +63,7 @@ class RerankerModule(L.LightningModule):
         scores = self.scorer(batch["input_ids"], batch["attention_mask"])
         scores = scores.view(-1, batch["group_size"])  # (B * G,) -> (B, G)
         loss = self.loss(scores)
-        self.log("train/loss", loss, prog_bar=True, batch_size=scores.shape[0])
+        self.log(f"{self.log_prefix}train/loss", loss, prog_bar=True, batch_size=scores.shape[0])
         return loss
 
     # ------------------------------------------------------------------ evaluation
@@ -66,7 +71,7 @@ class RerankerModule(L.LightningModule):
         scores = self.scorer(batch["input_ids"], batch["attention_mask"]).float().cpu().tolist()
         self._scores.extend(zip(batch["refs"], scores, strict=True))
 
-    def _evaluate(self, stage: str) -> dict[str, float]:
+    def _evaluate(self, stage: str, prefix: str = "") -> dict[str, float]:
         by_list: dict[int, tuple[PairRef, list[float]]] = {}
         for ref, score in self._scores:
             entry = by_list.setdefault(
@@ -76,7 +81,7 @@ class RerankerModule(L.LightningModule):
         self._scores = []
         self.last_scored = [ScoredList(ref.candidates, tuple(s)) for ref, s in by_list.values()]
         metrics = evaluate(self.last_scored, stage)
-        self.log_dict(metrics, batch_size=1)
+        self.log_dict({prefix + k: v for k, v in metrics.items()}, batch_size=1)
         return metrics
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -84,7 +89,7 @@ class RerankerModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
-            self._evaluate(self.val_stage)
+            self._evaluate(self.val_stage, self.log_prefix)
         self._scores = []
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -111,7 +116,8 @@ class RerankerModule(L.LightningModule):
 class BestAdapter(L.Callback):
     """Keeps the trainable (adapter) weights of the best validation score and restores them
     when fitting ends. Lightning's ModelCheckpoint would save the frozen base too; adapters
-    are small, so a copy in memory is enough and the pipeline saves it in peft's format."""
+    are small, so a copy in memory is enough and the pipeline saves it in peft's format.
+    `monitor` is the key as RerankerModule names it before its `log_prefix`."""
 
     def __init__(self, monitor: str = "val/all/ndcg@10", mode: str = "max") -> None:
         if mode not in ("max", "min"):
@@ -125,10 +131,11 @@ class BestAdapter(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        value = trainer.callback_metrics.get(self.monitor)
+        key = getattr(pl_module, "log_prefix", "") + self.monitor
+        value = trainer.callback_metrics.get(key)
         if value is None:
             raise KeyError(
-                f"BestAdapter monitors {self.monitor!r}, which was not logged; "
+                f"BestAdapter monitors {key!r}, which was not logged; "
                 f"logged: {sorted(trainer.callback_metrics)}"
             )
         value = float(value)

@@ -113,11 +113,13 @@ def fit_adapter(
     steps: int,
     monitor: str,
     test_stage: str | None,
+    name: str,
     splits: Sequence[str] = ("test",),
     trainer_overrides: dict | None = None,
 ) -> dict[str, list[ScoredList]]:
     """Train the scorer's adapter for `steps`, keep the best `monitor` weights, then score
-    the `splits` as `test_stage` (none if it is None). `trainer_overrides` replace
+    the `splits` as `test_stage` (none if it is None). `name` (`stage1`, `legal`) prefixes
+    the training and validation keys of this adapter. `trainer_overrides` replace
     `cfg.trainer` keys."""
     module = RerankerModule(
         scorer,
@@ -126,6 +128,7 @@ def fit_adapter(
         scheduler=instantiate(cfg.scheduler, num_training_steps=steps)
         if cfg.get("scheduler")
         else None,
+        log_prefix=f"{name}/",
     )
     trainer = instantiate(
         cfg.trainer,
@@ -306,6 +309,7 @@ def train_and_test(cfg: DictConfig, loggers: list) -> dict[str, float]:
             steps=stage1.max_steps,
             monitor=stage1.monitor,
             test_stage="stage1" if stage1.test else None,
+            name="stage1",
             splits=splits,
             trainer_overrides=OmegaConf.to_container(stage1.trainer) if stage1.trainer else None,
         )
@@ -343,6 +347,7 @@ def train_and_test(cfg: DictConfig, loggers: list) -> dict[str, float]:
                 steps=cfg.trainer.max_steps,
                 monitor=cfg.best_adapter.monitor,
                 test_stage="fine_tuned",
+                name=domain,
                 splits=splits,
             )
         for key, items in expert.items():
