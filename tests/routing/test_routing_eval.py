@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import pytest
+import torch
 
 from r2r.evaluation import evaluate
 from r2r.models.backbones import load_tiny
@@ -14,6 +18,8 @@ from r2r.routing.evaluation import (
     score_matrix,
     table2,
 )
+from r2r.routing.feature_router import FeatureRouter
+from r2r.routing.features import FeatureCache
 from r2r.routing.system import RoutedReranker
 from r2r.types import CandidateList, Passage, Query, ScoredList
 
@@ -107,3 +113,32 @@ def test_scored_lists_keep_positions(matrix) -> None:
     # ScoredList i of every expert belongs to list i, with one score per passage.
     for items in matrix.scored.values():
         assert all(isinstance(s, ScoredList) and len(s.scores) == 3 for s in items)
+
+
+class Counting:
+    """A featurizer that records every batch of texts it is asked for: one-hot by domain."""
+
+    dim, key = 2, "counting"
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        self.calls.append(list(texts))
+        domain = {c.query.text: DOMAINS.index(c.domain) for c in LISTS}
+        return torch.eye(2)[[domain[t] for t in texts]]
+
+
+def test_routing_is_timed_without_the_feature_cache(system, matrix, tmp_path: Path) -> None:
+    """The pooled queries' features are in the cache (fitted on the same texts); timing
+    must still compute them, as a deployed router does, after a one-query warm-up."""
+    featurizer, cache = Counting(), FeatureCache(tmp_path)
+    router = FeatureRouter(DOMAINS, featurizer, cache=cache, epochs=50, lr=0.1, seed=0)
+    texts = [c.query.text for c in LISTS]
+    router.fit(texts, [c.domain for c in LISTS])
+    assert featurizer.calls == [texts]  # computed once, now cached
+    result = evaluate_router("lsr", router, system, matrix)
+    assert featurizer.calls == [texts, texts[:1], texts]
+    assert router.cache is cache
+    assert result.experts == ["legal", "legal", "medical", "medical"]
+    assert result.routing_s > 0
