@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,3 +35,32 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
             )
 
     return _make
+
+
+@pytest.fixture
+def multirun(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
+    """Run `python run.py -m debug=fast OVERRIDES` in a child process, as a user would: the
+    sweep in tmp_path/sweep, its caches in tmp_path/cache, one thread per process."""
+
+    def _run(
+        *overrides: str, env: dict[str, str] | None = None, timeout: int = 600
+    ) -> subprocess.CompletedProcess:
+        command = [
+            sys.executable,
+            "run.py",
+            "-m",
+            "debug=fast",
+            f"paths.cache={tmp_path / 'cache'}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            *overrides,
+        ]
+        return subprocess.run(
+            command,
+            cwd=ROOT,
+            env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return _run

@@ -4,9 +4,6 @@ run of its own (r2r.sweep.run_single) and trains as one process with twice the b
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,29 +13,18 @@ from safetensors.torch import load_file
 from r2r.pipeline import run
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["debug=fast", "routing.enabled=false", "scheduler.num_warmup_steps=0"]
+SETTINGS = ["routing.enabled=false", "scheduler.num_warmup_steps=0"]
 
 
-def test_ddp_multirun_matches_one_process_with_the_global_batch(tmp_path: Path) -> None:
+def test_ddp_multirun_matches_one_process_with_the_global_batch(multirun, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "run.py",
-            "-m",
-            *FAST,
-            "trainer=ddp",
-            "trainer.accelerator=cpu",
-            "trainer.devices=2",
-            "datamodule.train_batch_size=2",  # per process: 2 x 2 = the reference's 4
-            "domain=legal,medical",
-            f"paths.cache={tmp_path / 'cache'}",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        cwd=ROOT,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
-        capture_output=True,
-        text=True,
+    done = multirun(
+        *SETTINGS,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "datamodule.train_batch_size=2",  # per process: 2 x 2 = the reference's 4
+        "domain=legal,medical",
         timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -54,7 +40,8 @@ def test_ddp_multirun_matches_one_process_with_the_global_batch(tmp_path: Path) 
         cfg = compose(
             config_name="config",
             overrides=[
-                *FAST,
+                "debug=fast",
+                *SETTINGS,
                 "domain=legal",
                 f"paths.root={ROOT}",
                 f"paths.output={tmp_path / 'one'}",

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -17,24 +14,9 @@ from r2r.report import main as report
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_analysis_notebook_on_a_small_sweep(tmp_path: Path) -> None:
+def test_analysis_notebook_on_a_small_sweep(multirun, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "run.py",
-            "-m",
-            "debug=fast",
-            "curriculum=direct,eag",
-            f"paths.cache={tmp_path / 'cache'}",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        cwd=ROOT,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = multirun("curriculum=direct,eag")
     assert done.returncode == 0, done.stderr[-3000:]
     assert report([str(sweep), "--out", str(tmp_path / "report"), "--no-plots"]) == 0
 

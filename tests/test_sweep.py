@@ -4,10 +4,7 @@ job recorded while the rest of the sweep goes on."""
 from __future__ import annotations
 
 import json
-import os
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -88,25 +85,21 @@ def wandb_records(path: Path) -> list[wandb_internal_pb2.Record]:
     return records
 
 
-def multirun(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_SILENT="true", OMP_NUM_THREADS="1")
-    # W&B's own folders (cache, config, artifact staging) go under the test's folder too.
-    env |= {k: str(tmp_path / "wandb_home") for k in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR")}
-    env["WANDB_DATA_DIR"] = str(tmp_path / "wandb_home")
-    command = [
-        sys.executable,
-        "run.py",
-        "-m",
-        "debug=fast",
-        f"paths.cache={tmp_path / 'cache'}",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        *overrides,
-    ]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+def wandb_env(tmp_path: Path) -> dict[str, str]:
+    """W&B quiet, with its own folders (cache, config, artifact staging) under the test's."""
+    home = str(tmp_path / "wandb_home")
+    return {
+        "WANDB_SILENT": "true",
+        "WANDB_CACHE_DIR": home,
+        "WANDB_CONFIG_DIR": home,
+        "WANDB_DATA_DIR": home,
+    }
 
 
-def test_each_multirun_job_is_its_own_wandb_run_and_a_rerun_skips_them(tmp_path: Path) -> None:
-    first = multirun(tmp_path, "logger=wandb", "domain=legal,medical")
+def test_each_multirun_job_is_its_own_wandb_run_and_a_rerun_skips_them(
+    multirun, tmp_path: Path
+) -> None:
+    first = multirun("logger=wandb", "domain=legal,medical", env=wandb_env(tmp_path))
     assert first.returncode == 0, first.stderr[-3000:]
     sweep = tmp_path / "sweep"
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
@@ -150,7 +143,7 @@ def test_each_multirun_job_is_its_own_wandb_run_and_a_rerun_skips_them(tmp_path:
         assert exits == [0]  # finished by the job itself
     assert len(set(ids)) == 2
 
-    second = multirun(tmp_path, "logger=wandb", "domain=legal,medical")
+    second = multirun("logger=wandb", "domain=legal,medical", env=wandb_env(tmp_path))
     assert second.returncode == 0, second.stderr[-3000:]
     log = second.stdout + second.stderr
     assert log.count("already holds this job's results") == 2
@@ -158,8 +151,8 @@ def test_each_multirun_job_is_its_own_wandb_run_and_a_rerun_skips_them(tmp_path:
     assert [len(list((j / "wandb").glob("offline-run-*"))) for j in jobs] == [1, 1]
 
 
-def test_a_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
-    done = multirun(tmp_path, "domain=legal", "routing.deploy=nonexistent,none")
+def test_a_failed_job_is_recorded_and_the_sweep_goes_on(multirun, tmp_path: Path) -> None:
+    done = multirun("domain=legal", "routing.deploy=nonexistent,none")
     log = done.stdout + done.stderr
     assert done.returncode == 1
     failed = tmp_path / "sweep" / "0_debug=fast,domain=legal,routing.deploy=nonexistent"
