@@ -139,12 +139,7 @@ class DomainBatchSampler(Sampler[list[int]]):
         return iter(batches)
 
     def __len__(self) -> int:
-        _, world = self._ranks()
-        size = self.batch_size * world
-        return sum(
-            sum(1 for i in range(0, len(v), size) if len(v) - i >= world)
-            for v in self.by_domain.values()
-        )
+        return len(self._batches(self.epoch, self._ranks()[1]))
 
 
 def eval_pairs(lists: Sequence[CandidateList]) -> list[PairRef]:
