@@ -105,18 +105,13 @@ class DomainBatchSampler(Sampler[list[int]]):
             self.by_domain.setdefault(domain, []).append(index)
 
     def _ranks(self) -> tuple[int, int]:
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        rank = (
-            self._rank
-            if self._rank is not None
-            else (torch.distributed.get_rank() if distributed else 0)
+        rank, world = 0, 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return (
+            rank if self._rank is None else self._rank,
+            world if self._world_size is None else self._world_size,
         )
-        world = (
-            self._world_size
-            if self._world_size is not None
-            else (torch.distributed.get_world_size() if distributed else 1)
-        )
-        return rank, world
 
     def _batches(self, epoch: int, world: int) -> list[list[int]]:
         """The global batches of `epoch`, each `batch_size * world` groups at most."""
