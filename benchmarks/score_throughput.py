@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from r2r.data.io import write_json_atomic
+from r2r.files import write_json_atomic
 from r2r.losses import infonce
 from r2r.models.backbones import Backbone, load_gguf_smollm2, load_tiny
 from r2r.models.experts import add_lora

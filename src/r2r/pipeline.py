@@ -23,9 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from r2r import tracking
 from r2r.data.datamodule import MASKED, PairEncoder, RerankDataModule
-from r2r.data.io import write_json_atomic, write_text_atomic
 from r2r.data.mining import BM25Miner
 from r2r.evaluation import evaluate, first_stage, results_table, trec_qrels, trec_run
+from r2r.files import write_json_atomic, write_text_atomic
 from r2r.lit_reranker import BestAdapter, RerankerModule
 from r2r.models.backbones import Backbone
 from r2r.models.experts import add_lora, load_adapter, save_adapter, start_expert

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from r2r import plots
-from r2r.data.io import write_text_atomic
+from r2r.files import write_text_atomic
 from r2r.routing.evaluation import BASE
 from r2r.sweep import FAILED
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from rich.progress import Progress
 
 from r2r.data.errors import DataError
-from r2r.data.io import atomic_path, read_jsonl
+from r2r.data.io import read_jsonl
+from r2r.files import atomic_path
 from r2r.routing.system import Document, RerankResult, RoutedReranker
 from r2r.types import Passage
 

@@ -22,7 +22,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from r2r.data.io import write_json_atomic
+from r2r.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 RESULTS = "results.json"

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from r2r.data.errors import DataError
-from r2r.data.io import atomic_path, read_beir, write_beir
+from r2r.data.io import read_beir, write_beir
+from r2r.files import atomic_path
 from r2r.types import Passage, Query, RetrievalDataset
 
 

@@ -1,4 +1,4 @@
-"""The BEIR folder format, and atomic writes.
+"""The BEIR folder format.
 
 A BEIR folder holds ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.jsonl``
 (``_id``, ``text``) and ``qrels/{train,dev,test}.tsv`` (header ``query-id corpus-id score``).
@@ -9,52 +9,15 @@ file, the line and the field.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from r2r.data.errors import DataError
+from r2r.files import atomic_path
 from r2r.types import SPLITS, Passage, Qrels, Query, RetrievalDataset
 
 QRELS_HEADER = "query-id\tcorpus-id\tscore"
-
-
-# ----------------------------------------------------------------------------- atomic writes
-@contextmanager
-def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; move it into place only on success.
-
-    Works for files and folders: readers never see a half-written output.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)) / target.name
-    try:
-        yield tmp
-        if target.is_dir() and tmp.is_dir():
-            # os.replace cannot swap non-empty folders; move the old one aside first.
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp.parent, ignore_errors=True)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 # ----------------------------------------------------------------------------- readers

@@ -16,7 +16,7 @@ from pathlib import Path
 import bm25s
 import numpy as np
 
-from r2r.data.io import write_json_atomic
+from r2r.files import write_json_atomic
 from r2r.types import CandidateList, RankingGroup, RetrievalDataset, Split
 
 

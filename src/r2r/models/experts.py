@@ -15,7 +15,7 @@ from pathlib import Path
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
-from r2r.data.io import atomic_path
+from r2r.files import atomic_path
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # The paper's LoRA: rank 32, alpha 64, on the attention projections.

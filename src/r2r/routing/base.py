@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Protocol
 
 import torch
 
-from r2r.data.io import write_json_atomic
+from r2r.files import write_json_atomic
 
 
 class Featurizer(Protocol):

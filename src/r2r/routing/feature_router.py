@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from r2r.data.io import atomic_path
+from r2r.files import atomic_path
 from r2r.routing.base import Featurizer, Router, register
 from r2r.routing.features import DEFAULT_QUERY_TEMPLATE, FeatureCache, LatentFeaturizer, Pooling
 from r2r.routing.heads import HeadKind, Standardize, make_head

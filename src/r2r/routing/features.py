@@ -21,7 +21,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from r2r.data.io import atomic_path
+from r2r.files import atomic_path
 from r2r.models.scorer import last_positions
 from r2r.routing.base import Featurizer
 

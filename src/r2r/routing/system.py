@@ -24,7 +24,7 @@ import torch
 from hydra.utils import instantiate
 
 from r2r.data.datamodule import PairEncoder
-from r2r.data.io import atomic_path, write_json_atomic
+from r2r.files import atomic_path, write_json_atomic
 from r2r.metrics import rank
 from r2r.models.backbones import Backbone
 from r2r.models.experts import load_adapter

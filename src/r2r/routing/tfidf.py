@@ -18,7 +18,7 @@ import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from r2r.data.io import atomic_path, write_json_atomic
+from r2r.files import atomic_path, write_json_atomic
 from r2r.routing.base import Router, register
 
 VOCAB_FILE = "tfidf_vocab.json"

@@ -163,8 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
 
     from r2r.data.errors import DataError
-    from r2r.data.io import write_json_atomic
     from r2r.data.mining import BM25Miner, MiningSettings
+    from r2r.files import write_json_atomic
 
     parser = build_parser()
     args = parser.parse_args(argv)
