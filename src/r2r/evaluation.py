@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from r2r.metrics import METRICS, RankingEvaluator, rank
+from r2r.metrics import RankingEvaluator, metric_names, rank
 from r2r.types import CandidateList, ScoredList
-
-KS: tuple[int, ...] = (5, 10)
 
 
 def evaluate(scored: Iterable[ScoredList], stage: str) -> dict[str, float]:
@@ -26,7 +24,7 @@ def first_stage(lists: Iterable[CandidateList]) -> list[ScoredList]:
 
 def results_table(metrics: Mapping[str, float], stages: Sequence[str]) -> str:
     """Markdown table: one row per (stage, domain), one column per metric@k."""
-    columns = [f"{m}@{k}" for m in METRICS for k in KS]
+    columns = metric_names()
     domains = sorted({key.split("/")[1] for key in metrics if key.split("/")[0] in stages})
     # 'all' last: it is the pooled row.
     domains = [d for d in domains if d != "all"] + (["all"] if "all" in domains else [])

@@ -9,42 +9,37 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from r2r.data.datamodule import PairRef
 from r2r.evaluation import evaluate
 from r2r.models.scorer import RerankerScorer
-from r2r.types import ScoredList
+from r2r.types import PairRef, ScoredList
 
 
 class RerankerModule(L.LightningModule):
-    """Trains a scorer's trainable (LoRA) parameters on groups; evaluates candidate lists.
+    """Trains a scorer's trainable (LoRA) parameters on training examples; validates on the
+    dev candidate lists.
 
-    Evaluation logs `stage/domain/metric@k` where stage is `val_stage` during fit and
-    `test_stage` in `trainer.test` (set it to name the row: zero_shot, fine_tuned, ...).
-    `log_prefix` (`legal/`) goes before the training and validation keys, so that the
-    curves of several adapters trained in one run (and one W&B run) stay apart; test keys
-    already name their stage and domain.
+    A batch holds the encoded (query, passage) rows, `labels` (and `teacher` scores when
+    distilling) shaped as the loss takes them: (B, G) for groups and pairs, (N,) for
+    pointwise rows (`group_size` None). Validation logs `{log_prefix}val/domain/metric@k`;
+    `log_prefix` (`legal/`) keeps the curves of several adapters trained in one run (and
+    one W&B run) apart.
     """
 
     def __init__(
         self,
         scorer: RerankerScorer,
-        loss: Callable[[Tensor], Tensor],
+        loss: Callable[..., Tensor],
         optimizer: Callable[..., torch.optim.Optimizer],
-        scheduler: Callable[..., Any] | None = None,
+        scheduler: Callable[..., Any] | None,
         *,
-        val_stage: str = "val",
-        test_stage: str = "test",
-        log_prefix: str = "",
+        log_prefix: str,
     ) -> None:
         super().__init__()
         self.scorer = scorer
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.val_stage = val_stage
-        self.test_stage = test_stage
         self.log_prefix = log_prefix
-        self.last_scored: list[ScoredList] = []  # the latest evaluation's scores
         self._scores: list[tuple[PairRef, float]] = []
 
     def transfer_batch_to_device(
@@ -60,43 +55,23 @@ class RerankerModule(L.LightningModule):
         self.scorer.train()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        scores = self.scorer(batch["input_ids"], batch["attention_mask"])
-        scores = scores.view(-1, batch["group_size"])  # (B * G,) -> (B, G)
-        loss = self.loss(scores)
+        scores = self.scorer(batch["input_ids"], batch["attention_mask"])  # (B * G,)
+        if batch["group_size"] is not None:
+            scores = scores.view(-1, batch["group_size"])  # (B, G)
+        loss = self.loss(scores, batch["labels"], batch.get("teacher"))
         self.log(f"{self.log_prefix}train/loss", loss, prog_bar=True, batch_size=scores.shape[0])
         return loss
 
-    # ------------------------------------------------------------------ evaluation
-    def _collect(self, batch: dict[str, Any]) -> None:
+    # ------------------------------------------------------------------ validation
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         scores = self.scorer(batch["input_ids"], batch["attention_mask"]).float().cpu().tolist()
         self._scores.extend(zip(batch["refs"], scores, strict=True))
 
-    def _evaluate(self, stage: str, prefix: str = "") -> dict[str, float]:
-        by_list: dict[int, tuple[PairRef, list[float]]] = {}
-        for ref, score in self._scores:
-            entry = by_list.setdefault(
-                id(ref.candidates), (ref, [0.0] * len(ref.candidates.passages))
-            )
-            entry[1][ref.position] = score
-        self._scores = []
-        self.last_scored = [ScoredList(ref.candidates, tuple(s)) for ref, s in by_list.values()]
-        metrics = evaluate(self.last_scored, stage)
-        self.log_dict({prefix + k: v for k, v in metrics.items()}, batch_size=1)
-        return metrics
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._collect(batch)
-
     def on_validation_epoch_end(self) -> None:
+        scored, self._scores = collect_lists(self._scores), []
         if not self.trainer.sanity_checking:
-            self._evaluate(self.val_stage, self.log_prefix)
-        self._scores = []
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._collect(batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._evaluate(self.test_stage)
+            metrics = evaluate(scored, "val")
+            self.log_dict({self.log_prefix + k: v for k, v in metrics.items()}, batch_size=1)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
@@ -113,13 +88,22 @@ class RerankerModule(L.LightningModule):
         }
 
 
+def collect_lists(scores: list[tuple[PairRef, float]]) -> list[ScoredList]:
+    """Scores of pairs, in any order, back into their candidate lists."""
+    by_list: dict[int, tuple[PairRef, list[float]]] = {}
+    for ref, score in scores:
+        entry = by_list.setdefault(id(ref.candidates), (ref, [0.0] * len(ref.candidates.passages)))
+        entry[1][ref.position] = score
+    return [ScoredList(ref.candidates, tuple(s)) for ref, s in by_list.values()]
+
+
 class BestAdapter(L.Callback):
     """Keeps the trainable (adapter) weights of the best validation score and restores them
     when fitting ends. Lightning's ModelCheckpoint would save the frozen base too; adapters
     are small, so a copy in memory is enough and the pipeline saves it in peft's format.
     `monitor` is the key as RerankerModule names it before its `log_prefix`."""
 
-    def __init__(self, monitor: str = "val/all/ndcg@10", mode: str = "max") -> None:
+    def __init__(self, monitor: str, mode: str) -> None:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.monitor = monitor

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "KS",
     "METRICS",
     "QueryResult",
     "RankingEvaluator",
@@ -29,7 +30,14 @@ __all__ = [
 ]
 
 METRICS: tuple[str, ...] = ("ndcg", "mrr", "precision", "recall")
+# The cutoffs every table reports (the paper's @5 and @10); defined here only.
+KS: tuple[int, ...] = (5, 10)
 POOLED = "all"
+
+
+def metric_names(metrics: Sequence[str] = METRICS, ks: Sequence[int] = KS) -> tuple[str, ...]:
+    """`metric@k` for each metric, then each cutoff: ndcg@5, ndcg@10, mrr@5, ..."""
+    return tuple(f"{m}@{k}" for m in metrics for k in ks)
 
 
 def rank(doc_ids: Sequence[str], scores: Sequence[float]) -> list[str]:
@@ -45,7 +53,7 @@ def rank(doc_ids: Sequence[str], scores: Sequence[float]) -> list[str]:
 
 
 def query_metrics(
-    ranked: Sequence[str], relevance: Mapping[str, int], ks: Iterable[int] = (5, 10)
+    ranked: Sequence[str], relevance: Mapping[str, int], ks: Iterable[int] = KS
 ) -> dict[str, float]:
     """nDCG, MRR, Precision and Recall at each k for one query, as fractions in [0, 1].
 
@@ -97,7 +105,7 @@ class RankingEvaluator:
     the domain means). Metric names: ndcg, mrr, precision, recall.
     """
 
-    def __init__(self, ks: Iterable[int] = (5, 10)) -> None:
+    def __init__(self, ks: Iterable[int] = KS) -> None:
         self.ks = _check_ks(ks)
         self._results: dict[tuple[str, str], QueryResult] = {}
 

@@ -1,8 +1,9 @@
-"""The main job: data -> BM25 baseline -> zero-shot backbone -> [EAG stage 1] -> one LoRA
-expert per domain -> routers and routed reranking over the experts.
+"""The main job, as named stages: baselines -> curriculum (adapters) -> evaluated rows ->
+routing -> outputs.
 
 This is the only module that reads the Hydra config; everything it calls takes plain
-arguments. Returns the flat metric dict (keys `stage/domain/metric@k`).
+arguments. Each stage takes what it needs and returns what it made. `run` returns the flat
+metric dict (keys `stage[:split]/domain/metric@k`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import lightning as L
@@ -22,15 +23,19 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from r2r import tracking
-from r2r.data.datamodule import MASKED, PairEncoder, RerankDataModule
+from r2r.curriculum import JOINT, Stage, in_order
+from r2r.data.datamodule import MASKED, RerankDataModule
+from r2r.data.masking.strategies import Masker
 from r2r.data.mining import BM25Miner
 from r2r.evaluation import evaluate, first_stage, results_table, trec_qrels, trec_run
-from r2r.files import write_json_atomic, write_text_atomic
+from r2r.files import atomic_path, write_json_atomic, write_text_atomic
 from r2r.lit_reranker import BestAdapter, RerankerModule
+from r2r.losses import check_loss
 from r2r.models.backbones import Backbone
-from r2r.models.experts import add_lora, load_adapter, save_adapter, start_expert
+from r2r.models.experts import ExpertBank, load_adapter, save_adapter, start_expert
 from r2r.models.scorer import RerankerScorer
-from r2r.routing import NoRouter, build_router
+from r2r.models.templates import PairEncoder
+from r2r.routing import build_router
 from r2r.routing.evaluation import (
     evaluate_router,
     forgetting,
@@ -40,167 +45,56 @@ from r2r.routing.evaluation import (
     score_matrix,
 )
 from r2r.routing.system import RoutedReranker
-from r2r.sweep import clear_failure, finished_metrics, record_failure
-from r2r.types import SPLITS, CandidateList, RetrievalDataset, ScoredList
+from r2r.sweep import clear_failure, finished_metrics, job_record, record_failure
+from r2r.types import SPLITS, RetrievalDataset, ScoredList
 
 log = logging.getLogger(__name__)
-STAGES = ("bm25", "zero_shot", "stage1", "fine_tuned")
+Adapters = dict[str, dict[str, Path]]  # stage -> unit (domain, or JOINT) -> adapter folder
+Scored = dict[str, list[ScoredList]]  # row (`stage[:split]`) -> scored lists
 
 
-def load_datasets(cfg: DictConfig) -> dict[str, RetrievalDataset]:
-    sources = cfg.data.sources
-    missing = [d for d in cfg.domains if d not in sources]
-    if len(missing) == len(cfg.domains):
-        raise ValueError(
-            f"data={cfg.data.name} has no domain among {list(cfg.domains)}; "
-            f"it provides {list(sources)}"
+@dataclass(frozen=True)
+class Job:
+    """What every stage of one job shares: its data, backbone and output directory."""
+
+    cfg: DictConfig
+    out: Path
+    datasets: dict[str, RetrievalDataset]
+    backbone: Backbone
+    miner: BM25Miner
+    eval_masker: Masker | None
+    loggers: list
+    # Every domain's evaluation lists and router queries (one DataModule, built once).
+    data: RerankDataModule | None = None
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self.datasets)
+
+    def datamodule(
+        self, domains: Sequence[str] | None = None, masker: Masker | None = None
+    ) -> RerankDataModule:
+        return RerankDataModule(
+            {d: self.datasets[d] for d in domains or self.domains},
+            self.miner,
+            PairEncoder(self.backbone.tokenizer, self.backbone.template, **self.cfg.inputs),
+            training=instantiate(self.cfg.training),
+            masker=masker,
+            eval_masker=self.eval_masker,
+            seed=self.cfg.seed,
+            **self.cfg.datamodule,
         )
-    if missing:
-        log.warning("data=%s has no %s data; running %s", cfg.data.name, missing, list(sources))
-    return {d: instantiate(sources[d]) for d in cfg.domains if d in sources}
 
-
-def reseed(seed: int, *parts: str) -> None:
-    """Seed every RNG for one adapter's training from (seed, stage, domain), so its LoRA
-    initialisation, batch order and dropout do not depend on what ran before it (evaluation
-    data loaders draw from the global RNG: an extra split would otherwise change training)."""
-    digest = hashlib.sha256("/".join([str(seed), *parts]).encode()).digest()
-    L.seed_everything(int.from_bytes(digest[:4], "big") % 2**31, workers=True, verbose=False)
-
-
-def eval_splits(datasets: dict[str, RetrievalDataset]) -> list[str]:
-    """`test`, then any further evaluation split a dataset has (the synthetic benchmark's
-    in-distribution `test_seen`), by name."""
-    extra = {
-        split
-        for dataset in datasets.values()
-        for split in dataset.qrels
-        if split not in SPLITS and dataset.split_queries(split)
-    }
-    return ["test", *sorted(extra)]
-
-
-def stage_key(stage: str, split: str) -> str:
-    """Metric prefix of a stage on a split: `fine_tuned` on test, `fine_tuned:test_seen`."""
-    return stage if split == "test" else f"{stage}:{split}"
-
-
-def test_on(
-    trainer: L.Trainer,
-    module: RerankerModule,
-    datamodule: RerankDataModule,
-    stage: str,
-    splits: Sequence[str],
-) -> dict[str, list[ScoredList]]:
-    """Score `datamodule`'s candidate lists of each split; keys as `stage_key`."""
-    scored = {}
-    for split in splits:
-        lists = datamodule.candidate_lists(split)
-        if not lists:  # a domain without this split
-            continue
-        module.test_stage = stage_key(stage, split)
-        trainer.test(module, dataloaders=datamodule.eval_dataloader(lists), verbose=False)
-        scored[module.test_stage] = module.last_scored
-    return scored
-
-
-def fit_adapter(
-    cfg: DictConfig,
-    scorer: RerankerScorer,
-    datamodule: RerankDataModule,
-    loggers: list,
-    *,
-    steps: int,
-    monitor: str,
-    test_stage: str | None,
-    name: str,
-    splits: Sequence[str] = ("test",),
-    trainer_overrides: dict | None = None,
-) -> dict[str, list[ScoredList]]:
-    """Train the scorer's adapter for `steps`, keep the best `monitor` weights, then score
-    the `splits` as `test_stage` (none if it is None). `name` (`stage1`, `legal`) prefixes
-    the training and validation keys of this adapter. `trainer_overrides` replace
-    `cfg.trainer` keys."""
-    module = RerankerModule(
-        scorer,
-        loss=instantiate(cfg.loss),
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler, num_training_steps=steps)
-        if cfg.get("scheduler")
-        else None,
-        log_prefix=f"{name}/",
-    )
-    trainer = instantiate(
-        cfg.trainer,
-        **(trainer_overrides or {}),
-        max_steps=steps,
-        logger=loggers or False,
-        callbacks=[BestAdapter(monitor=monitor, mode=cfg.best_adapter.mode)],
-    )
-    trainer.fit(module, datamodule=datamodule)
-    if test_stage is None:
-        return {}
-    return test_on(trainer, module, datamodule, test_stage, splits)
-
-
-def route_and_evaluate(
-    cfg: DictConfig,
-    backbone: Backbone,
-    datasets: dict[str, RetrievalDataset],
-    test_lists: Sequence[CandidateList],
-    out: Path,
-) -> dict:
-    """Fit every router in `cfg.routers` on the training queries' domains, evaluate each on
-    the pooled test lists (Table 2) next to every expert on every domain (forgetting), save
-    the `routing.deploy` router with the experts as `system/`. Writes routing.{md,json}."""
-    domains = list(datasets)
-    if len(domains) < 2:
-        log.info("routing skipped: one domain (%s), nothing to route", domains)
-        return {}
-    texts = [q.text for d in domains for q in datasets[d].split_queries("train")]
-    labels = [d for d in domains for _ in datasets[d].split_queries("train")]
-    system = RoutedReranker(
-        backbone,
-        {d: out / "experts" / d for d in domains},
-        NoRouter(domains),
-        threshold=cfg.routing.threshold,
-        inputs=OmegaConf.to_container(cfg.inputs, resolve=True),
-        batch_size=cfg.datamodule.eval_batch_size,
-        backbone_config=OmegaConf.to_container(cfg.backbone, resolve=True),
-    )
-    matrix = score_matrix(system, test_lists)
-    results, routers = [], {}
-    for name, spec in cfg.routers.items():
-        settings = OmegaConf.to_container(spec, resolve=True)
-        routers[name] = build_router(
-            settings.pop("kind"),
-            domains,
-            settings,
-            backbone=backbone,
-            model=system.model,
-            cache_dir=Path(cfg.paths.cache) / "features",
+    def bank(self, adapters: Mapping[str, Path]) -> ExpertBank:
+        return ExpertBank(
+            self.backbone,
+            adapters,
+            inputs=OmegaConf.to_container(self.cfg.inputs, resolve=True),
+            batch_size=self.cfg.datamodule.eval_batch_size,
         )
-        started = time.perf_counter()
-        routers[name].fit(texts, labels)
-        fit_s = time.perf_counter() - started
-        results.append(replace(evaluate_router(name, routers[name], system, matrix), fit_s=fit_s))
-    if cfg.routing.deploy:
-        system.router = routers[cfg.routing.deploy]
-        system.save(out / "system")
-    table = forgetting(matrix)
-    counts = {
-        "domains": domains,
-        "n_queries": len(test_lists),
-        "n_unseen": len({c.query.text for c in test_lists} - set(texts)),
-    }
-    report = routing_report(results, table, **counts)
-    write_text_atomic(out / "routing.md", report)
-    summary = routing_summary(results, table, deployed=cfg.routing.deploy, **counts)
-    write_json_atomic(out / "routing.json", summary)
-    print(report)
-    return summary
 
 
+# ---------------------------------------------------------------------------- the job
 def run(cfg: DictConfig) -> dict[str, float]:
     """One job: skipped when its output directory holds results of this same config
     (`skip_finished`); its loggers get the resolved config and are closed at the end; a
@@ -225,6 +119,31 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def train_and_test(cfg: DictConfig, loggers: list) -> dict[str, float]:
+    started = time.perf_counter()
+    job = prepare(cfg, loggers)
+    adapters = train_curriculum(job)
+    if rank_zero_only.rank:  # DDP: rank 0 evaluates and writes; this rank's copy goes
+        shutil.rmtree(job.out, ignore_errors=True)
+        return {}
+    splits = eval_splits(job)
+    scored = baselines(job, splits) | stage_rows(job, adapters, splits)
+    metrics = {k: v for row, items in scored.items() for k, v in evaluate(items, row).items()}
+    routing = route(job, adapters[last_stage(cfg)]) if cfg.routing.enabled else {}
+    write_outputs(job, splits, scored, metrics, routing, time.perf_counter() - started)
+    return metrics
+
+
+def check(cfg: DictConfig) -> None:
+    """Config errors that would otherwise surface after data preparation or training."""
+    routers = list(cfg.get("routers") or {})
+    if cfg.routing.enabled and cfg.routing.deploy and cfg.routing.deploy not in routers:
+        raise ValueError(f"routing.deploy={cfg.routing.deploy!r} is not in routers {routers}")
+    training = instantiate(cfg.training)
+    check_loss(instantiate(cfg.loss), training.shape, teacher=bool(training.teacher))
+    stages(cfg)
+
+
 def launches_processes(cfg: DictConfig) -> bool:
     """Whether the trainer will start its own DDP processes: Lightning then re-runs the
     command line in each, which must be a single run (see run.py), unless the ranks were
@@ -235,154 +154,229 @@ def launches_processes(cfg: DictConfig) -> bool:
     return "ddp" in target.lower() and not external
 
 
-def check(cfg: DictConfig) -> None:
-    """Config errors that would otherwise surface after training."""
-    routers = list(cfg.get("routers") or {})
-    if cfg.routing.enabled and cfg.routing.deploy and cfg.routing.deploy not in routers:
-        raise ValueError(f"routing.deploy={cfg.routing.deploy!r} is not in routers {routers}")
-
-
-def train_and_test(cfg: DictConfig, loggers: list) -> dict[str, float]:
-    started = time.perf_counter()
+# ---------------------------------------------------------------------------- stages
+def prepare(cfg: DictConfig, loggers: list) -> Job:
+    """Datasets of the selected domains, the miner, the frozen backbone and (mask_test) the
+    masker of the `test_masked` lists, fitted on the training groups."""
     L.seed_everything(cfg.seed, workers=True)
-    # Under DDP every rank runs the whole job (trainer calls must match across ranks). Rank
-    # 0 owns the output directory; another rank keeps its own copy of the adapters (equal
-    # to rank 0's: DDP keeps them in sync) in a scratch folder and stops before routing.
+    sources, wanted = cfg.data.sources, list(cfg.domain.names)
+    if not (found := [d for d in wanted if d in sources]):
+        raise ValueError(
+            f"data={cfg.data.name} has no domain among {wanted}; it has {list(sources)}"
+        )
+    if missing := [d for d in wanted if d not in sources]:
+        log.warning("data=%s has no %s data; running %s", cfg.data.name, missing, found)
+    # Under DDP another rank keeps its own copy of the adapters in a scratch folder.
     rank = rank_zero_only.rank
     out = Path(cfg.paths.output) / (f".rank{rank}" if rank else "")
-
-    datasets = load_datasets(cfg)
     miner = BM25Miner(instantiate(cfg.mining), cache_dir=Path(cfg.paths.cache) / "mining")
-    backbone = instantiate(cfg.backbone)
-    encoder = PairEncoder(backbone.tokenizer, backbone.template, **cfg.inputs)
+    datasets = {d: instantiate(sources[d]) for d in found}
+    job = Job(cfg, out, datasets, instantiate(cfg.backbone), miner, None, loggers)
+    # mask_test: the masker of the `test_masked` lists, fitted on the training groups.
+    masker = instantiate(cfg.masking).fit(job.datamodule().groups()) if cfg.mask_test else None
+    job = replace(job, eval_masker=masker)
+    return replace(job, data=job.datamodule())
 
-    def datamodule(domains: dict[str, RetrievalDataset], masker=None) -> RerankDataModule:
-        return RerankDataModule(
-            domains,
-            miner,
-            encoder,
-            masker=masker,
-            eval_masker=eval_masker,
-            seed=cfg.seed,
-            **cfg.datamodule,
-        )
 
-    eval_masker = None
-    every_domain = datamodule(datasets)
-    splits = eval_splits(datasets)
-    if cfg.mask_test:
-        # Diagnostic split `test_masked`: test lists abstracted by `masking` (fitted on the
-        # training groups), scored at every stage.
-        eval_masker = instantiate(cfg.masking).fit(every_domain.groups())
-        every_domain = datamodule(datasets)
-        splits.append("test" + MASKED)
-    scored = {stage_key("bm25", sp): first_stage(every_domain.candidate_lists(sp)) for sp in splits}
+def stages(cfg: DictConfig) -> dict[str, Stage]:
+    """The curriculum's stages in training order."""
+    return dict(in_order({name: instantiate(node) for name, node in cfg.curriculum.items()}))
 
-    # Zero-shot: the frozen backbone as it comes, on every domain's test lists at once.
-    if cfg.zero_shot:
-        zero_shot = RerankerModule(
-            RerankerScorer.from_backbone(backbone),
-            loss=instantiate(cfg.loss),
-            optimizer=instantiate(cfg.optimizer),
-        )
-        tester = instantiate(cfg.trainer, logger=loggers or False)
-        scored |= test_on(tester, zero_shot, every_domain, "zero_shot", splits)
 
-    # EAG stage 1 (curriculum=eag): one adapter on the union of the selected domains'
-    # training groups, abstracted by the masking strategy; dev and test stay unmasked.
-    base = backbone.model
-    stage1 = cfg.curriculum.stage1
-    stage1_dir: Path | None = None
-    if stage1 and cfg.experts_from:
-        log.info("stage 1 skipped: the experts come from %s", cfg.experts_from)
-    elif stage1 and stage1.from_adapter:
-        stage1_dir = Path(stage1.from_adapter)
-    elif stage1:
-        log.info("stage 1: one adapter on %s, masking=%s", list(datasets), cfg.masking._target_)
-        reseed(cfg.seed, "stage1")
-        model = add_lora(base, **cfg.lora)
-        scored |= fit_adapter(
-            cfg,
-            RerankerScorer.from_backbone(backbone, model),
-            datamodule(datasets, masker=instantiate(cfg.masking)),
-            loggers,
-            steps=stage1.max_steps,
-            monitor=stage1.monitor,
-            test_stage="stage1" if stage1.test else None,
-            name="stage1",
-            splits=splits,
-            trainer_overrides=OmegaConf.to_container(stage1.trainer) if stage1.trainer else None,
-        )
-        stage1_dir = save_adapter(model, out / "stage1")
-        model.unload()
+def last_stage(cfg: DictConfig) -> str:
+    """The stage that trains the experts."""
+    return list(stages(cfg))[-1]
 
-    # Stage 2: one expert per domain (from the stage-1 adapter under EAG, else fresh), each
-    # scored on its own domain's test lists; `fine_tuned/all` routes each query to its expert.
-    for domain, dataset in datasets.items():
-        if cfg.experts_from:
-            # Reuse a finished run's expert: scored and copied, not trained.
-            source = Path(cfg.experts_from) / "experts" / domain
-            log.info("the %s expert from %s", domain, source)
-            model = load_adapter(base, source)
-            expert = test_on(
-                instantiate(cfg.trainer, logger=loggers or False),
-                RerankerModule(
-                    RerankerScorer.from_backbone(backbone, model),
-                    loss=instantiate(cfg.loss),
-                    optimizer=instantiate(cfg.optimizer),
-                ),
-                datamodule({domain: dataset}),
-                "fine_tuned",
-                splits,
-            )
-        else:
-            log.info("training the %s expert", domain)
-            reseed(cfg.seed, "stage2", domain)
-            model = start_expert(base, init_from=stage1_dir, **cfg.lora)
-            expert = fit_adapter(
-                cfg,
-                RerankerScorer.from_backbone(backbone, model),
-                datamodule({domain: dataset}),
-                loggers,
-                steps=cfg.trainer.max_steps,
-                monitor=cfg.best_adapter.monitor,
-                test_stage="fine_tuned",
-                name=domain,
-                splits=splits,
-            )
-        for key, items in expert.items():
-            scored[key] = scored.get(key, []) + items
-        save_adapter(model, out / "experts" / domain)
-        model.unload()  # back to the bare base for the next domain
-    metrics = {}
-    for key, items in scored.items():
-        metrics |= evaluate(items, key)
-    if rank:
-        shutil.rmtree(out, ignore_errors=True)
-        return metrics
-    routing = {}
-    if cfg.routing.enabled and cfg.get("routers"):
-        test_lists = every_domain.candidate_lists("test")
-        routing = route_and_evaluate(cfg, backbone, datasets, test_lists, out)
 
-    wall = time.perf_counter() - started
-    table = results_table(metrics, [stage_key(st, sp) for sp in splits for st in STAGES])
-    write_text_atomic(out / "results.md", table)
-    # TREC files let any trec_eval-compatible tool re-score the run.
-    for split in splits:
-        name = f"qrels.{split}.trec"
-        write_text_atomic(out / "runs" / name, trec_qrels(every_domain.candidate_lists(split)))
-    for key, items in scored.items():
-        write_text_atomic(out / "runs" / f"{key.replace(':', '.')}.trec", trec_run(items, key))
-    write_json_atomic(
-        out / "results.json",
-        {
-            "metrics": metrics,
-            "wall_time_s": round(wall, 1),
-            "config": OmegaConf.to_container(cfg, resolve=True),
-        },
+def train_curriculum(job: Job) -> Adapters:
+    """Every stage's adapters, trained (or copied from `reuse`) and saved in order."""
+    adapters: Adapters = {}
+    for name, stage in stages(job.cfg).items():
+        adapters[name] = {}
+        for unit in stage.units(job.domains):
+            init = None if stage.init is None else initial(adapters[stage.init], unit)
+            train = reuse_adapter if stage.reuse else train_adapter
+            adapters[name][unit] = train(job, name, stage, unit, init)
+    return adapters
+
+
+def initial(adapters: Mapping[str, Path], unit: str) -> Path:
+    """The adapter an adapter of `unit` starts from: its own domain's, else the joint one."""
+    return adapters[unit] if unit in adapters else adapters[JOINT]
+
+
+def train_adapter(job: Job, name: str, stage: Stage, unit: str, init: Path | None) -> Path:
+    """Train one adapter of `stage` for `unit` and save it; the base is bare again after."""
+    cfg = job.cfg
+    log.info("stage %s: training the %s adapter", name, unit)
+    domains = job.domains if unit == JOINT else [unit]
+    datamodule = job.datamodule(domains, instantiate(cfg.masking) if stage.masked else None)
+    reseed(cfg.seed, name, unit)
+    model = start_expert(job.backbone.model, init_from=init, **cfg.lora)
+    module = RerankerModule(
+        RerankerScorer.from_backbone(job.backbone, model),
+        loss=instantiate(cfg.loss),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler, num_training_steps=stage.max_steps),
+        log_prefix=f"{name}/" if unit == JOINT else f"{unit}/",
     )
-    tracking.log_results(loggers, metrics, {"routing": routing_rows(routing)} if routing else None)
+    trainer = instantiate(
+        cfg.trainer,
+        **(stage.trainer or {}),
+        max_steps=stage.max_steps,
+        logger=job.loggers or False,
+        callbacks=[BestAdapter(monitor=stage.monitor, mode=cfg.best_adapter.mode)],
+    )
+    trainer.fit(module, datamodule=datamodule)
+    folder = save_adapter(model, stage.path(job.out, unit))
+    model.unload()  # back to the bare base for the next adapter
+    return folder
+
+
+def reuse_adapter(job: Job, name: str, stage: Stage, unit: str, init: Path | None) -> Path:
+    """Copy `unit`'s adapter of `stage` from the finished run `stage.reuse`."""
+    source = stage.path(Path(stage.reuse), unit)
+    log.info("stage %s: the %s adapter from %s", name, unit, source)
+    load_adapter(job.backbone.model, source).unload()  # fails early on a bad folder
+    with atomic_path(stage.path(job.out, unit)) as staged:
+        shutil.copytree(source, staged)
+    return stage.path(job.out, unit)
+
+
+def reseed(seed: int, *parts: str) -> None:
+    """Seed every RNG for one adapter's training from (seed, stage, unit), so its LoRA
+    initialisation, batch order and dropout do not depend on what ran before it."""
+    digest = hashlib.sha256("/".join([str(seed), *parts]).encode()).digest()
+    L.seed_everything(int.from_bytes(digest[:4], "big") % 2**31, workers=True, verbose=False)
+
+
+def eval_splits(job: Job) -> list[str]:
+    """`test`, any further evaluation split a dataset has (the synthetic benchmark's
+    in-distribution `test_seen`), by name, and `test_masked` under mask_test."""
+    extra = {
+        split
+        for dataset in job.datasets.values()
+        for split in dataset.qrels
+        if split not in SPLITS and dataset.split_queries(split)
+    }
+    return ["test", *sorted(extra), *(["test" + MASKED] if job.eval_masker else [])]
+
+
+def row_key(row: str, split: str) -> str:
+    """Metric prefix of a row on a split: `fine_tuned` on test, `fine_tuned:test_seen`."""
+    return row if split == "test" else f"{row}:{split}"
+
+
+def baselines(job: Job, splits: Sequence[str]) -> Scored:
+    """BM25's own ranking, and the bare backbone (zero_shot) when asked for."""
+    lists = {split: job.data.candidate_lists(split) for split in splits}
+    scored = {row_key("bm25", sp): first_stage(lists[sp]) for sp in splits}
+    if job.cfg.zero_shot:
+        bank = job.bank({})
+        scored |= {row_key("zero_shot", sp): bank.score_lists(None, lists[sp]) for sp in splits}
+    return scored
+
+
+def stage_rows(job: Job, adapters: Adapters, splits: Sequence[str]) -> Scored:
+    """Each tested stage's adapters on the evaluation lists: a joint adapter on every list,
+    a domain's adapter on its own domain's lists."""
+    scored: Scored = {}
+    for name, stage in stages(job.cfg).items():
+        if not stage.test:
+            continue
+        bank = job.bank(adapters[name])
+        for split in splits:
+            lists = job.data.candidate_lists(split)
+            scored[row_key(name, split)] = [
+                item
+                for unit in adapters[name]
+                for item in bank.score_lists(unit, [c for c in lists if unit in (JOINT, c.domain)])
+            ]
+        bank.close()
+    return scored
+
+
+def route(job: Job, experts: Mapping[str, Path]) -> dict:
+    """Fit every router in `routers` on the training queries' domains (through the shared
+    DataModule and the run's trainer), evaluate each on the pooled test lists (Table 2)
+    next to every expert on every domain (forgetting); save the `routing.deploy` router
+    with the experts as `system/`. Writes routing.{md,json}; returns routing.json."""
+    cfg = job.cfg
+    if len(job.domains) < 2:
+        log.info("routing skipped: one domain (%s), nothing to route", job.domains)
+        return {}
+    data = job.data
+    bank = job.bank(experts)
+    matrix = score_matrix(bank, job.domains, data.candidate_lists("test"))
+    results, systems = [], {}
+    for name, factory in instantiate(cfg.routers).items():
+        router = build_router(
+            factory,
+            job.domains,
+            backbone=job.backbone,
+            model=bank.model,
+            cache_dir=Path(cfg.paths.cache) / "features",
+        )
+        started = time.perf_counter()
+        router.fit(data, trainer=lambda epochs: router_trainer(job, epochs))
+        systems[name] = RoutedReranker(
+            bank,
+            router,
+            threshold=cfg.routing.threshold,
+            backbone_config=OmegaConf.to_container(cfg.backbone, resolve=True),
+        )
+        results.append(
+            evaluate_router(name, systems[name], matrix, fit_s=time.perf_counter() - started)
+        )
+    if cfg.routing.deploy:
+        systems[cfg.routing.deploy].save(job.out / "system")
+    return write_routing(job, results, forgetting(matrix), data)
+
+
+def router_trainer(job: Job, epochs: int) -> L.Trainer:
+    """The run's trainer for a router's head: `routing.trainer` keys replaced, the
+    router's own number of epochs."""
+    return instantiate(
+        job.cfg.trainer, **job.cfg.routing.trainer, max_epochs=epochs, logger=job.loggers or False
+    )
+
+
+def write_routing(job: Job, results: list, table: dict, data: RerankDataModule) -> dict:
+    test = data.candidate_lists("test")
+    counts = {
+        "domains": job.domains,
+        "n_queries": len(test),
+        "n_unseen": len({c.query.text for c in test} - set(data.queries("train").texts)),
+    }
+    report = routing_report(results, table, **counts)
+    write_text_atomic(job.out / "routing.md", report)
+    summary = routing_summary(results, table, deployed=job.cfg.routing.deploy, **counts)
+    write_json_atomic(job.out / "routing.json", summary)
+    print(report)
+    return summary
+
+
+def write_outputs(
+    job: Job, splits: Sequence[str], scored: Scored, metrics: dict, routing: dict, wall: float
+) -> None:
+    """results.md / results.json, TREC qrels and runs (re-scorable by any trec_eval tool),
+    and the final metrics to the loggers."""
+    rows = ["bm25", "zero_shot", *stages(job.cfg)]
+    table = results_table(metrics, [row_key(r, sp) for sp in splits for r in rows])
+    write_text_atomic(job.out / "results.md", table)
+    for split in splits:
+        qrels = trec_qrels(job.data.candidate_lists(split))
+        write_text_atomic(job.out / "runs" / f"qrels.{split}.trec", qrels)
+    for key, items in scored.items():
+        write_text_atomic(job.out / "runs" / f"{key.replace(':', '.')}.trec", trec_run(items, key))
+    results = {
+        "metrics": metrics,
+        "wall_time_s": round(wall, 1),
+        "job": job_record(),
+        "config": OmegaConf.to_container(job.cfg, resolve=True),
+    }
+    write_json_atomic(job.out / "results.json", results)
+    tables = {"routing": routing_rows(routing)} if routing else None
+    tracking.log_results(job.loggers, metrics, tables)
     print(table)
-    print(f"results: {out / 'results.json'} ({wall:.0f} s)")
-    return metrics
+    print(f"results: {job.out / 'results.json'} ({wall:.0f} s)")

@@ -121,3 +121,19 @@ class SweepSummary(Callback):
         if failed:
             names = ", ".join(p.name for p in failed)
             raise SystemExit(f"{len(failed)} of {len(jobs)} jobs failed: {names}")
+
+
+def job_record() -> dict[str, Any]:
+    """The job's Hydra choices (group -> option) and task overrides, for results.json;
+    empty outside a Hydra run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {"choices": {}, "overrides": []}
+    hydra = HydraConfig.get()
+    choices = {
+        group: option
+        for group, option in hydra.runtime.choices.items()
+        if option is not None and not group.startswith("hydra/")
+    }
+    return {"choices": choices, "overrides": list(hydra.overrides.task)}

@@ -65,6 +65,22 @@ class RankingGroup:
 
 
 @dataclass(frozen=True)
+class TrainingExample:
+    """What one training step row holds: a query and one or more passages with their graded
+    labels (qrels grades; 0 = not relevant) and, when distilling, a teacher's scores.
+
+    Listwise: the group (positive first, then negatives); pairwise: two passages, the higher
+    graded first; pointwise: one passage.
+    """
+
+    domain: str
+    query: Query
+    passages: tuple[Passage, ...]
+    labels: tuple[float, ...]
+    teacher: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
 class CandidateList:
     """An evaluation item: a query, the first stage's candidates and its scores."""
 
@@ -73,6 +89,26 @@ class CandidateList:
     passages: tuple[Passage, ...]
     first_stage_scores: tuple[float, ...]
     relevance: Mapping[str, int] = field(default_factory=dict)  # doc id -> grade
+
+
+@dataclass(frozen=True)
+class PairRef:
+    """One (query, candidate) pair of a candidate list, to score during evaluation."""
+
+    candidates: CandidateList
+    position: int
+
+
+@dataclass(frozen=True)
+class LabelledQueries:
+    """Query texts with their domains: what routers are trained and evaluated on."""
+
+    texts: tuple[str, ...]
+    domains: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.texts) != len(self.domains):
+            raise ValueError(f"{len(self.texts)} queries but {len(self.domains)} domains")
 
 
 @dataclass(frozen=True)

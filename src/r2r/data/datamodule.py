@@ -1,149 +1,49 @@
-"""Datasets, collators and the DataModule shared by the reranker (and later) modules."""
+"""The one DataModule of r2r: everything the backbone is trained or scored on.
+
+Reranker training examples (any training mode, optionally masked for EAG stage 1), the dev
+and test candidate lists, and the labelled queries and feature batches routers are trained
+on, for the selected domains.
+"""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, TensorDataset
 
+from r2r.data.collate import ExampleCollator, PairCollator, eval_pairs
+from r2r.data.examples import Training
 from r2r.data.masking.strategies import Masker, mask_groups, mask_lists
 from r2r.data.mining import BM25Miner
-from r2r.models.templates import PromptTemplate, encode_pairs
-from r2r.types import CandidateList, RankingGroup, RetrievalDataset, Split
+from r2r.data.sampler import DomainBatchSampler
+from r2r.models.templates import PairEncoder
+from r2r.types import (
+    CandidateList,
+    LabelledQueries,
+    RankingGroup,
+    RetrievalDataset,
+    Split,
+    TrainingExample,
+)
 
 MASKED = "_masked"  # split suffix: the split's lists abstracted by the eval masker
-
-
-@dataclass(frozen=True)
-class PairRef:
-    """One (query, candidate) pair to score during evaluation."""
-
-    candidates: CandidateList
-    position: int
-
-
-@dataclass(frozen=True)
-class PairEncoder:
-    """Turns (query, document) texts into padded model inputs with the backbone's template."""
-
-    tokenizer: Any
-    template: PromptTemplate
-    max_length: int = 256
-    max_query_length: int = 64
-    instruction: str | None = None
-
-    def __call__(self, queries: Sequence[str], documents: Sequence[str]) -> dict[str, torch.Tensor]:
-        return encode_pairs(
-            self.tokenizer,
-            self.template,
-            queries,
-            documents,
-            max_length=self.max_length,
-            max_query_length=self.max_query_length,
-            instruction=self.instruction,
-        )
-
-
-@dataclass(frozen=True)
-class GroupCollator:
-    encoder: PairEncoder
-
-    def __call__(self, groups: list[RankingGroup]) -> dict[str, Any]:
-        size = len(groups[0].passages)
-        if any(len(g.passages) != size for g in groups):
-            raise ValueError("all groups in a batch must have the same size")
-        queries = [g.query.text for g in groups for _ in g.passages]
-        documents = [p.content for g in groups for p in g.passages]
-        # (B * G, L): row b * G + j is group b's passage j; the positive is j == 0.
-        return {**self.encoder(queries, documents), "group_size": size}
-
-
-@dataclass(frozen=True)
-class PairCollator:
-    encoder: PairEncoder
-
-    def __call__(self, refs: list[PairRef]) -> dict[str, Any]:
-        queries = [r.candidates.query.text for r in refs]
-        documents = [r.candidates.passages[r.position].content for r in refs]
-        return {**self.encoder(queries, documents), "refs": refs}
-
-
-class DomainBatchSampler(Sampler[list[int]]):
-    """Shuffled batches that never mix domains (each batch is one domain's groups).
-
-    Re-seeded per epoch from (seed, epoch), so runs are reproducible.
-
-    Under DDP (`world_size` > 1) every rank draws the same global batches of
-    `batch_size * world_size` groups and keeps its strided share, so one optimizer step of
-    N processes sees exactly the groups of one single-process step with an N times larger
-    batch. A global batch too short to give every rank a group (a domain's tail) is
-    dropped: a rank without a batch would stall the others.
-    """
-
-    def __init__(
-        self,
-        domains: Sequence[str],
-        batch_size: int,
-        *,
-        seed: int = 0,
-        rank: int | None = None,
-        world_size: int | None = None,
-    ) -> None:
-        self.batch_size = batch_size
-        self.seed = seed
-        self.epoch = 0
-        # None: read from torch.distributed when iterating (the process group is set up
-        # by Lightning after the data loader is built).
-        self._rank, self._world_size = rank, world_size
-        self.by_domain: dict[str, list[int]] = {}
-        for index, domain in enumerate(domains):
-            self.by_domain.setdefault(domain, []).append(index)
-
-    def _ranks(self) -> tuple[int, int]:
-        rank, world = 0, 1
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-        return (
-            rank if self._rank is None else self._rank,
-            world if self._world_size is None else self._world_size,
-        )
-
-    def _batches(self, epoch: int, world: int) -> list[list[int]]:
-        """The global batches of `epoch`, each `batch_size * world` groups at most."""
-        rng = random.Random(f"{self.seed}/{epoch}")
-        size = self.batch_size * world
-        batches = []
-        for domain in sorted(self.by_domain):
-            indices = list(self.by_domain[domain])
-            rng.shuffle(indices)
-            batches += [indices[i : i + size] for i in range(0, len(indices), size)]
-        rng.shuffle(batches)
-        # Dropped after the shuffle, so that N ranks of batch B draw the same random
-        # sequence as one process of batch N*B.
-        return [b for b in batches if len(b) >= world]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        rank, world = self._ranks()
-        batches = [b[rank::world] for b in self._batches(self.epoch, world)]
-        self.epoch += 1
-        return iter(batches)
-
-    def __len__(self) -> int:
-        return len(self._batches(self.epoch, self._ranks()[1]))
-
-
-def eval_pairs(lists: Sequence[CandidateList]) -> list[PairRef]:
-    return [PairRef(c, i) for c in lists for i in range(len(c.passages))]
+Featurize = Callable[[Sequence[str]], torch.Tensor]  # texts (N,) -> features (N, dim)
 
 
 class RerankDataModule(L.LightningDataModule):
-    """Training groups (optionally masked, EAG stage 1), dev and test candidate lists for
-    the selected domains."""
+    """Training examples, candidate lists and router queries of the selected domains.
+
+    training: the training mode (`Training`: listwise groups, pairwise, pointwise rows;
+        optional teacher scores).
+    masker: abstracts the training groups (EAG stage 1); eval_masker: a fitted masker for
+        the `<split>_masked` lists.
+    train_batch_size: examples per step (groups, pairs or rows, by mode).
+    eval_batch_size: (query, passage) pairs per scoring batch.
+    max_queries: evaluate on a seeded sample of at most N queries per domain, per split.
+    """
 
     def __init__(
         self,
@@ -151,16 +51,17 @@ class RerankDataModule(L.LightningDataModule):
         miner: BM25Miner,
         encoder: PairEncoder,
         *,
+        training: Training,
+        train_batch_size: int,
+        eval_batch_size: int,
+        num_workers: int,
+        max_queries: Mapping[str, int | None],
+        seed: int,
         masker: Masker | None = None,
         eval_masker: Masker | None = None,
-        train_batch_size: int = 8,
-        eval_batch_size: int = 32,
-        num_workers: int = 0,
-        max_queries: Mapping[str, int | None] | None = None,
-        seed: int = 0,
     ) -> None:
         super().__init__()
-        limits = {k: v for k, v in (max_queries or {}).items() if v is not None}
+        limits = {k: v for k, v in max_queries.items() if v is not None}
         if "train" in limits:
             raise ValueError("max_queries limits evaluation splits (dev, test, ...), not train")
         if bad := sorted(k for k, v in limits.items() if v < 1):
@@ -169,20 +70,24 @@ class RerankDataModule(L.LightningDataModule):
         self.datasets = dict(datasets)
         self.miner = miner
         self.encoder = encoder
+        self.training = training
         self.masker = masker
-        self.eval_masker = eval_masker  # a fitted masker for the `<split>_masked` lists
+        self.eval_masker = eval_masker
         self.train_batch_size = train_batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.seed = seed
         self._groups: list[RankingGroup] | None = None
+        self._examples: list[TrainingExample] | None = None
         self._lists: dict[Split, list[CandidateList]] = {}
 
     @property
     def domains(self) -> list[str]:
         return sorted(self.datasets)
 
+    # ------------------------------------------------------------------ reranker training
     def groups(self) -> list[RankingGroup]:
+        """The mined training groups (abstracted by `masker`, if any), domain by domain."""
         if self._groups is None:
             groups = [
                 g
@@ -195,6 +100,28 @@ class RerankDataModule(L.LightningDataModule):
             self._groups = groups
         return self._groups
 
+    def examples(self) -> list[TrainingExample]:
+        """The training examples of the training mode, built from `groups()`."""
+        if self._examples is None:
+            teachers = self.training.teacher_runs(self.domains)
+            self._examples = self.training.examples(self.groups(), self.datasets, teachers)
+        return self._examples
+
+    def train_dataloader(self) -> DataLoader:
+        examples = self.examples()
+        if not examples:
+            raise ValueError(f"no training examples for domains {self.domains}")
+        sampler = DomainBatchSampler(
+            [e.domain for e in examples], self.train_batch_size, seed=self.seed
+        )
+        return DataLoader(
+            examples,
+            batch_sampler=sampler,
+            collate_fn=ExampleCollator(self.encoder, grouped=self.training.mode != "pointwise"),
+            num_workers=self.num_workers,
+        )
+
+    # ------------------------------------------------------------------ evaluation
     def candidate_lists(self, split: Split) -> list[CandidateList]:
         """BM25 candidate lists of `split`, domain by domain; under `max_queries`, a seeded
         sample of at most that many queries per domain (the same sample in every run).
@@ -216,20 +143,6 @@ class RerankDataModule(L.LightningDataModule):
                 self._lists[split] += lists
         return self._lists[split]
 
-    def train_dataloader(self) -> DataLoader:
-        groups = self.groups()
-        if not groups:
-            raise ValueError(f"no training groups for domains {self.domains}")
-        sampler = DomainBatchSampler(
-            [g.domain for g in groups], self.train_batch_size, seed=self.seed
-        )
-        return DataLoader(
-            groups,
-            batch_sampler=sampler,
-            collate_fn=GroupCollator(self.encoder),
-            num_workers=self.num_workers,
-        )
-
     def eval_dataloader(self, lists: Sequence[CandidateList]) -> DataLoader:
         return DataLoader(
             eval_pairs(lists),
@@ -242,5 +155,71 @@ class RerankDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader(self.candidate_lists("dev"))
 
-    def test_dataloader(self) -> DataLoader:
-        return self.eval_dataloader(self.candidate_lists("test"))
+    # ------------------------------------------------------------------ router training
+    def queries(self, split: Split) -> LabelledQueries:
+        """The judged queries of `split` (with a positive) and their domains."""
+        found = [(q.text, d) for d in self.domains for q in self.datasets[d].split_queries(split)]
+        return LabelledQueries(tuple(t for t, _ in found), tuple(d for _, d in found))
+
+    def router_dataloader(
+        self,
+        split: Split,
+        featurize: Featurize,
+        domains: Sequence[str],
+        *,
+        batch_size: int,
+        shuffle: bool,
+    ) -> DataLoader | None:
+        """(features (B, dim), domain ids (B,)) batches of `split`'s queries, the ids
+        indexing `domains`; None when the split has no query."""
+        return feature_loader(
+            self.queries(split), featurize, domains, batch_size, shuffle=shuffle, seed=self.seed
+        )
+
+
+class QuerySet:
+    """Labelled queries held in memory, served as `RerankDataModule` serves them: to train
+    a router outside a run (`router.fit(QuerySet(train))`)."""
+
+    def __init__(
+        self, train: LabelledQueries, dev: LabelledQueries | None = None, *, seed: int = 0
+    ) -> None:
+        self.splits = {"train": train, "dev": dev or LabelledQueries((), ())}
+        self.seed = seed
+
+    @classmethod
+    def of(cls, texts: Sequence[str], domains: Sequence[str], **kwargs) -> QuerySet:
+        return cls(LabelledQueries(tuple(texts), tuple(domains)), **kwargs)
+
+    def queries(self, split: Split) -> LabelledQueries:
+        return self.splits.get(split, LabelledQueries((), ()))
+
+    def router_dataloader(self, split, featurize, domains, *, batch_size, shuffle):
+        return feature_loader(
+            self.queries(split), featurize, domains, batch_size, shuffle=shuffle, seed=self.seed
+        )
+
+
+def feature_loader(
+    queries: LabelledQueries,
+    featurize: Featurize,
+    domains: Sequence[str],
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+) -> DataLoader | None:
+    """Features are computed once for the whole split (the featurizer caches them); the
+    head then trains on them for many epochs."""
+    if not queries.texts:
+        return None
+    if unknown := sorted(set(queries.domains) - set(domains)):
+        raise ValueError(f"queries of domains {unknown}, which are not among {list(domains)}")
+    index = {d: i for i, d in enumerate(domains)}
+    labels = torch.tensor([index[d] for d in queries.domains], dtype=torch.long)
+    return DataLoader(
+        TensorDataset(featurize(queries.texts), labels),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=torch.Generator().manual_seed(seed) if shuffle else None,
+    )

@@ -187,3 +187,49 @@ def write_beir(dataset: RetrievalDataset, folder: str | Path) -> Path:
                 _qrels_tsv(dataset.qrels.get(split, {})), encoding="utf-8"
             )
     return folder
+
+
+# ----------------------------------------------------------------------------- run files
+def read_run(path: str | Path, *, domain: str | None = None) -> dict[str, dict[str, float]]:
+    """A scored run: query id -> document id -> score.
+
+    Lines are a TREC run (`qid Q0 doc rank score tag`) or three columns (`qid doc score`),
+    whitespace separated; r2r's own run files prefix query ids with `domain/`, which is
+    removed for `domain`'s queries. A query/document pair given twice is an error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("no such run file", file=path)
+    run: dict[str, dict[str, float]] = {}
+    with path.open(encoding="utf-8") as fh:
+        for line, text in enumerate(fh, start=1):
+            cells = text.split()
+            if not cells:
+                continue
+            if len(cells) == 6:
+                qid, doc, score = cells[0], cells[2], cells[4]
+            elif len(cells) == 3:
+                qid, doc, score = cells
+            else:
+                raise DataError(
+                    f"expected 6 columns (qid Q0 doc rank score tag) or 3 (qid doc score), "
+                    f"got {len(cells)}",
+                    file=path,
+                    line=line,
+                )
+            if domain is not None:
+                qid = qid.removeprefix(f"{domain}/")
+            try:
+                value = float(score)
+            except ValueError:
+                raise DataError(f"score {score!r} is not a number", file=path, line=line) from None
+            if value != value or value in (float("inf"), float("-inf")):
+                raise DataError(f"score {score!r} is not finite", file=path, line=line)
+            if doc in run.setdefault(qid, {}):
+                raise DataError(
+                    f"query {qid!r} scores document {doc!r} twice", file=path, line=line
+                )
+            run[qid][doc] = value
+    if not run:
+        raise DataError("the run file holds no scores", file=path)
+    return run

@@ -9,26 +9,32 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
 from r2r.files import atomic_path
+from r2r.models.scorer import RerankerScorer, score_pairs
+from r2r.models.templates import PairEncoder
+from r2r.types import CandidateList, ScoredList
+
+if TYPE_CHECKING:
+    from r2r.models.backbones import Backbone
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-# The paper's LoRA: rank 32, alpha 64, on the attention projections.
-ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 def add_lora(
     model: nn.Module,
     *,
-    r: int = 32,
-    alpha: int = 64,
-    dropout: float = 0.0,
-    target_modules: Sequence[str] = ATTENTION_PROJECTIONS,
+    r: int,
+    alpha: int,
+    dropout: float,
+    target_modules: Sequence[str],
     adapter_name: str = "default",
 ) -> PeftModel:
     """Wrap ``model`` with a fresh trainable LoRA (B = 0, so scores start unchanged).
@@ -126,3 +132,78 @@ def start_expert(
     if init_from is None:
         return add_lora(base_model, **lora)
     return load_adapter(base_model, init_from, trainable=True)
+
+
+class ExpertBank:
+    """One frozen backbone with every named adapter loaded beside the others, scoring
+    (query, document) pairs under one of them or under none (the bare backbone).
+
+    Built whole from its parts and not changed afterwards; the routed system and the
+    evaluation of every stage score through `score` / `score_lists`.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        adapters: Mapping[str, str | Path],
+        *,
+        inputs: Mapping[str, Any],
+        batch_size: int,
+    ) -> None:
+        self.backbone = backbone
+        self.adapters = {name: Path(folder) for name, folder in adapters.items()}
+        model = backbone.model
+        for name, folder in self.adapters.items():
+            model = load_adapter(model, folder, adapter_name=name)
+        self.model = model
+        self.inputs = dict(inputs)
+        self.batch_size = batch_size
+        self.encoder = PairEncoder(backbone.tokenizer, backbone.template, **self.inputs)
+        self.scorer = RerankerScorer.from_backbone(backbone, model).eval()
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.adapters)
+
+    @contextmanager
+    def active(self, name: str | None) -> Iterator[None]:
+        """Score under adapter `name` alone, or the bare backbone for None."""
+        if name is None:
+            if isinstance(self.model, PeftModel):
+                with self.model.disable_adapter():
+                    yield
+            else:
+                yield
+            return
+        if name not in self.adapters:
+            raise KeyError(f"no expert {name!r}; have {self.names}")
+        self.model.set_adapter(name)
+        yield
+
+    def score(
+        self, name: str | None, queries: Sequence[str], documents: Sequence[str]
+    ) -> list[float]:
+        """Scores of (query, document) pairs under adapter `name` (None: bare backbone)."""
+        with self.active(name):
+            return score_pairs(
+                self.scorer, self.encoder, queries, documents, batch_size=self.batch_size
+            )
+
+    def score_lists(self, name: str | None, lists: Sequence[CandidateList]) -> list[ScoredList]:
+        """Every candidate list scored under adapter `name`."""
+        flat = self.score(
+            name,
+            [c.query.text for c in lists for _ in c.passages],
+            [p.content for c in lists for p in c.passages],
+        )
+        scored, at = [], 0
+        for c in lists:
+            scored.append(ScoredList(c, tuple(flat[at : at + len(c.passages)])))
+            at += len(c.passages)
+        return scored
+
+    def close(self) -> None:
+        """Take every adapter out of the backbone (it is bare again); the bank is done."""
+        if isinstance(self.model, PeftModel):
+            self.model.unload()
+        self.adapters = {}

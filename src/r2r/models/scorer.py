@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from r2r.models.templates import SCORINGS, PromptTemplate, Scoring
+from r2r.models.templates import SCORINGS, PairEncoder, PromptTemplate, Scoring
 
 if TYPE_CHECKING:
     from r2r.models.backbones import Backbone
@@ -106,3 +107,27 @@ class RerankerScorer(nn.Module):
         if self.scoring == "yes_logit":
             return logits[:, 0]
         return logits[:, 0] - logits[:, 1]
+
+
+def score_pairs(
+    scorer: RerankerScorer,
+    encoder: PairEncoder,
+    queries: Sequence[str],
+    documents: Sequence[str],
+    *,
+    batch_size: int,
+) -> list[float]:
+    """Scores of (query, document) pairs, in order, in batches on the scorer's device: the
+    one scoring path of evaluation and of the deployed system."""
+    if len(queries) != len(documents):
+        raise ValueError(f"{len(queries)} queries but {len(documents)} documents")
+    device = next(scorer.parameters()).device
+    scores: list[float] = []
+    with torch.no_grad():
+        for start in range(0, len(queries), batch_size):
+            batch = encoder(
+                queries[start : start + batch_size], documents[start : start + batch_size]
+            )
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            scores += scorer(ids, mask).float().cpu().tolist()
+    return scores

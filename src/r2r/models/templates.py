@@ -320,3 +320,26 @@ def encode_pairs(
         out_ids[i, : len(row)] = torch.from_numpy(row)
         mask[i, : len(row)] = 1
     return {"input_ids": out_ids, "attention_mask": mask}
+
+
+@dataclass(frozen=True)
+class PairEncoder:
+    """(query, document) texts -> padded model inputs with a backbone's template
+    (`encode_pairs` with the prompt lengths bound: the `inputs` config node)."""
+
+    tokenizer: Any
+    template: PromptTemplate
+    max_length: int
+    max_query_length: int
+    instruction: str | None = None
+
+    def __call__(self, queries: Sequence[str], documents: Sequence[str]) -> dict[str, torch.Tensor]:
+        return encode_pairs(
+            self.tokenizer,
+            self.template,
+            queries,
+            documents,
+            max_length=self.max_length,
+            max_query_length=self.max_query_length,
+            instruction=self.instruction,
+        )

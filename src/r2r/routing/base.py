@@ -1,26 +1,35 @@
 """What every router is: queries in, a probability per domain expert out.
 
-A router is fitted on (query text, domain) pairs from the training splits and returns an
-(N, D) tensor of probabilities over its `domains`. The routed system sends a query to the
+A router is fitted on the labelled queries of a `QueryData` (the run's DataModule, or a
+`QuerySet` in memory) and returns an (N, D) tensor of probabilities over its `domains`. The routed system sends a query to the
 argmax expert, or to the bare backbone when the top probability is under its threshold; a
 router that returns all-zero rows (`none`) therefore always leaves the backbone bare.
 
-Routers are saved as a folder holding `router.json` (kind, domains and the kind's own
-settings) and, for trained ones, their weights; `load_router` rebuilds any of them.
+Configs build routers by `_target_` (a partial: `build_router` adds the domains and what
+the router reads, e.g. the backbone). Saved, a router is a folder holding `router.json`
+(kind, domains and the kind's own settings) and, for trained ones, its weights;
+`load_router` rebuilds it by kind from the `ROUTERS` registry (nothing in the file is run).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 
 from r2r.files import write_json_atomic
+from r2r.types import LabelledQueries
+
+if TYPE_CHECKING:
+    import lightning as L
+    from torch.utils.data import DataLoader
 
 
 class Featurizer(Protocol):
@@ -33,6 +42,26 @@ class Featurizer(Protocol):
     def __call__(self, texts: Sequence[str]) -> torch.Tensor: ...
 
 
+TrainerFactory = Callable[[int], "L.Trainer"]  # epochs -> a trainer that stops after them
+
+
+class QueryData(Protocol):
+    """Where routers get their training data: the labelled queries of a split, and batches
+    of (features (B, dim), domain ids (B,)) for heads trained on features."""
+
+    def queries(self, split: str) -> LabelledQueries: ...
+
+    def router_dataloader(
+        self,
+        split: str,
+        featurize: Callable[[Sequence[str]], torch.Tensor],
+        domains: Sequence[str],
+        *,
+        batch_size: int,
+        shuffle: bool,
+    ) -> DataLoader | None: ...
+
+
 class Router(ABC):
     """Domain probabilities per query. Subclasses set `kind` and register with `@register`."""
 
@@ -43,9 +72,12 @@ class Router(ABC):
             raise ValueError(f"a router needs distinct domains, got {list(domains)}")
         self.domains = tuple(domains)
 
-    def fit(self, texts: Sequence[str], labels: Sequence[str]) -> Router:
-        """Learn from (query text, domain) pairs; routers that learn nothing check the labels."""
-        self.check_labels(texts, labels)
+    def fit(self, data: QueryData, *, trainer: TrainerFactory | None = None) -> Router:
+        """Learn from `data`'s training queries; routers trained with Lightning build their
+        trainer with `trainer(epochs)` (the run's). Routers that learn nothing check the
+        labels."""
+        train = data.queries("train")
+        self.check_labels(train.texts, train.domains)
         return self
 
     @abstractmethod
@@ -76,14 +108,9 @@ class Router(ABC):
         """Write trained state next to router.json (nothing for rule-based routers)."""
 
     @classmethod
-    def create(cls, domains: Sequence[str], settings: dict[str, Any], **deps: Any) -> Router:
-        """A new router from its settings; `deps` (backbone=, model=, cache_dir=) are passed
-        on only to the kinds that read them."""
-        return cls(domains, **settings)
-
-    @classmethod
     def load(cls, folder: Path, domains: Sequence[str], settings: dict[str, Any], **deps: Any):
-        return cls(domains, **settings)
+        """Rebuild a saved router from its settings; `deps` as in `build_router`."""
+        return build_router(functools.partial(cls, **settings), domains, **deps)
 
     def check_labels(self, texts: Sequence[str], labels: Sequence[str]) -> None:
         if len(texts) != len(labels):
@@ -104,14 +131,13 @@ def register(cls: type[Router]) -> type[Router]:
     return cls
 
 
-def build_router(
-    kind: str, domains: Sequence[str], settings: dict[str, Any], **deps: Any
-) -> Router:
-    """A new (unfitted) router of `kind`, e.g. `build_router("lsr", domains, {"layer": -1},
-    backbone=backbone, model=model, cache_dir=path)`."""
-    if kind not in ROUTERS:
-        raise ValueError(f"unknown router kind {kind!r}; known {sorted(ROUTERS)}")
-    return ROUTERS[kind].create(domains, dict(settings), **deps)
+def build_router(factory: Callable[..., Router], domains: Sequence[str], **deps: Any) -> Router:
+    """A new (unfitted) router from `factory` (a config's partial, e.g. `lsr` with its
+    settings bound) for `domains`; of `deps` (backbone=, model=, cache_dir=) only those the
+    router's constructor takes are passed."""
+    target = factory.func if isinstance(factory, functools.partial) else factory
+    accepted = inspect.signature(target).parameters
+    return factory(domains, **{k: v for k, v in deps.items() if k in accepted})
 
 
 def load_router(folder: str | Path, **deps: Any) -> Router:
@@ -155,7 +181,7 @@ class RandomRouter(Router):
 
     kind = "random"
 
-    def __init__(self, domains: Sequence[str], *, seed: int = 0) -> None:
+    def __init__(self, domains: Sequence[str], *, seed: int) -> None:
         super().__init__(domains)
         self.seed = seed
 

@@ -20,14 +20,14 @@ from rich.progress import Progress
 from sklearn.metrics import f1_score
 
 from r2r.evaluation import evaluate
+from r2r.metrics import metric_names
+from r2r.models.experts import ExpertBank
 from r2r.routing.base import Router
 from r2r.routing.system import RoutedReranker
 from r2r.types import CandidateList, ScoredList
 
 BASE = "base"  # the bare backbone's row in the forgetting table
-TABLE2_METRICS: tuple[str, ...] = tuple(
-    f"{m}@{k}" for m in ("ndcg", "mrr", "recall") for k in (5, 10)
-)
+TABLE2_METRICS = metric_names(("ndcg", "mrr", "recall"))
 
 
 @dataclass(frozen=True)
@@ -58,25 +58,23 @@ class RouterResult:
 
 
 def score_matrix(
-    system: RoutedReranker, lists: Sequence[CandidateList], *, progress: bool = True
+    bank: ExpertBank,
+    experts: Sequence[str],
+    lists: Sequence[CandidateList],
+    *,
+    progress: bool = True,
 ) -> ScoreMatrix:
-    """Every list scored by every expert and by the bare backbone."""
-    queries = [c.query.text for c in lists for _ in c.passages]
-    documents = [p.content for c in lists for p in c.passages]
+    """Every list scored by every one of `experts` and by the bare backbone."""
     scored: dict[str | None, list[ScoredList]] = {}
     seconds: dict[str | None, list[float]] = {}
     with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("scoring under each expert", total=len(system.experts) + 1)
-        for expert in [None, *system.experts]:
+        task = bar.add_task("scoring under each expert", total=len(experts) + 1)
+        for expert in [None, *experts]:
             start = time.perf_counter()
-            flat = system.score(expert, queries, documents)
-            per_pair = (time.perf_counter() - start) / max(len(flat), 1)
-            scored[expert], seconds[expert], at = [], [], 0
-            for c in lists:
-                n = len(c.passages)
-                scored[expert].append(ScoredList(c, tuple(flat[at : at + n])))
-                seconds[expert].append(n * per_pair)
-                at += n
+            scored[expert] = bank.score_lists(expert, lists)
+            n_pairs = sum(len(c.passages) for c in lists)
+            per_pair = (time.perf_counter() - start) / max(n_pairs, 1)
+            seconds[expert] = [len(c.passages) * per_pair for c in lists]
             bar.advance(task)
     return ScoreMatrix(lists, scored, seconds)
 
@@ -92,10 +90,11 @@ def forgetting(matrix: ScoreMatrix) -> dict[str, dict[str, float]]:
 
 
 def evaluate_router(
-    name: str, router: Router, system: RoutedReranker, matrix: ScoreMatrix
+    name: str, system: RoutedReranker, matrix: ScoreMatrix, *, fit_s: float = 0.0
 ) -> RouterResult:
-    """Route the pooled queries with `router` and score the picked experts' rankings."""
-    system.router = router
+    """Route the pooled queries with `system`'s router and score the picked experts'
+    rankings (read from `matrix`, scored by the same bank)."""
+    router = system.router
     texts = [c.query.text for c in matrix.lists]
     truth = [c.domain for c in matrix.lists]
     with _uncached(router):
@@ -114,7 +113,7 @@ def evaluate_router(
         domains = sorted(set(truth))
         macro_f1 = 100.0 * f1_score(truth, predicted, labels=domains, average="macro")
     return RouterResult(
-        name, accuracy, macro_f1, router.n_params, routing_s, reranking_s, metrics, picks
+        name, accuracy, macro_f1, router.n_params, routing_s, reranking_s, metrics, picks, fit_s
     )
 
 
@@ -219,7 +218,7 @@ def _pct(value: float | None) -> str:
 
 def routing_rows(summary: Mapping) -> tuple[list[str], list[list]]:
     """routing.json's routers as a table (columns, rows), for experiment trackers."""
-    metrics = [f"all/{m}@{k}" for m in ("ndcg", "mrr", "recall") for k in (5, 10)]
+    metrics = [f"all/{m}" for m in TABLE2_METRICS]
     columns = ["router", "accuracy", "macro_f1", *metrics, "n_params", "time_fraction"]
     rows = [
         [

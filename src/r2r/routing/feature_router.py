@@ -1,8 +1,8 @@
 """Routers that classify fixed query features, and the Latent Semantic Router built on them.
 
 `FeatureRouter` trains a small head (linear or MLP, `heads.py`) on the features of any
-`Featurizer`, with Lightning on CPU: features are computed once (optionally cached on disk),
-so training is cheap. `LatentSemanticRouter` (kind "lsr", METHOD.md section 5) is a
+`Featurizer`, with Lightning: the batches come from the run's DataModule (features computed
+once per split, optionally cached on disk) and the run's trainer settings apply. `LatentSemanticRouter` (kind "lsr", METHOD.md section 5) is a
 FeatureRouter over the frozen backbone's own hidden state of the query (`LatentFeaturizer`).
 """
 
@@ -17,17 +17,14 @@ import lightning as L
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from r2r.files import atomic_path
-from r2r.routing.base import Featurizer, Router, register
-from r2r.routing.features import DEFAULT_QUERY_TEMPLATE, FeatureCache, LatentFeaturizer, Pooling
+from r2r.routing.base import Featurizer, QueryData, Router, TrainerFactory, register
+from r2r.routing.features import FeatureCache, LatentFeaturizer, Pooling
 from r2r.routing.heads import HeadKind, Standardize, make_head
 from r2r.routing.lit_router import RouterModule
 
 if TYPE_CHECKING:
-    from lightning.pytorch.loggers import Logger
-
     from r2r.models.backbones import Backbone
 
 HEAD_FILE = "head.safetensors"
@@ -40,11 +37,11 @@ class FeatureRouter(Router):
     head, hidden, dropout: the head (`make_head`).
     standardize: z-score features with the training set's mean and std (buffers, so
         `n_params` is the head's parameters alone).
-    epochs, lr, weight_decay, batch_size, seed: AdamW training; the same seed gives the same
-        head (initialisation and shuffling are seeded; the caller's RNG is left untouched).
+    epochs, lr, weight_decay, batch_size, seed: AdamW training for `epochs` passes over the
+        training queries; the same seed gives the same head (initialisation and shuffling
+        are seeded; the caller's RNG is left untouched).
     cache: where features are kept between calls (training and evaluation query sets are
         featurized once each).
-    progress_bar, logger: Lightning's, off by default.
 
     Subclasses set `kind`, build their featurizer and rebuild it in `load`.
     """
@@ -54,18 +51,16 @@ class FeatureRouter(Router):
         domains: Sequence[str],
         featurizer: Featurizer,
         *,
-        head: HeadKind = "linear",
-        hidden: int = 256,
-        dropout: float = 0.0,
-        standardize: bool = True,
-        epochs: int = 20,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        batch_size: int = 64,
-        seed: int = 0,
+        head: HeadKind,
+        hidden: int,
+        dropout: float,
+        standardize: bool,
+        epochs: int,
+        lr: float,
+        weight_decay: float,
+        batch_size: int,
+        seed: int,
         cache: FeatureCache | None = None,
-        progress_bar: bool = False,
-        logger: Logger | bool = False,
     ) -> None:
         super().__init__(domains)
         if epochs < 1 or batch_size < 1:
@@ -77,10 +72,11 @@ class FeatureRouter(Router):
         self.standardize = standardize
         self.epochs, self.lr, self.weight_decay = epochs, lr, weight_decay
         self.batch_size, self.seed = batch_size, seed
-        self.cache, self.progress_bar, self.logger = cache, progress_bar, logger
+        self.cache = cache
         self.head = self._new_head()  # checks the head settings now, not at fit time
         self.fitted = False
         self.metrics: dict[str, float] = {}  # the last epoch's logged values after `fit`
+        self.steps = 0  # optimizer steps of the last `fit`
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -126,51 +122,42 @@ class FeatureRouter(Router):
 
     def fit(
         self,
-        texts: Sequence[str],
-        labels: Sequence[str],
+        data: QueryData,
         *,
-        val_texts: Sequence[str] | None = None,
-        val_labels: Sequence[str] | None = None,
+        trainer: TrainerFactory | None = None,
+        log_prefix: str = "router/",
     ) -> FeatureRouter:
-        """Train a fresh head on (query, domain) pairs; validate on the held-out pairs if given
-        (logs `router/val/accuracy` and `router/val/macro_f1` each epoch)."""
-        self.check_labels(texts, labels)
-        if not len(texts):
+        """Train a fresh head for `epochs` on `data`'s training queries, validating on its
+        dev queries when there are any (logs `{log_prefix}train/loss`,
+        `{log_prefix}val/accuracy`, `{log_prefix}val/macro_f1`). `trainer(epochs)` builds
+        the run's trainer (its device, precision and limits apply); without it, a quiet CPU
+        trainer."""
+        train = data.queries("train")
+        self.check_labels(train.texts, train.domains)
+        if not train.texts:
             raise ValueError("cannot fit a router on zero queries")
-        if absent := [d for d in self.domains if d not in set(labels)]:
+        if absent := [d for d in self.domains if d not in set(train.domains)]:
             warnings.warn(
                 f"no training query for domains {absent}: the router will rarely route to them",
                 stacklevel=2,
             )
-        if (val_texts is None) != (val_labels is None):
-            raise ValueError("give both val_texts and val_labels, or neither")
-        features, label_ids = self.features(texts), self.label_ids(labels)
-        val_loader = None
-        if val_texts is not None and val_labels is not None:
-            self.check_labels(val_texts, val_labels)
-            val_set = TensorDataset(self.features(val_texts), self.label_ids(val_labels))
-            val_loader = DataLoader(val_set, batch_size=self.batch_size)
+        batches = {
+            split: data.router_dataloader(
+                split, self.features, self.domains, batch_size=self.batch_size, shuffle=shuffle
+            )
+            for split, shuffle in (("train", True), ("dev", False))
+        }
         head = self._new_head()
         if self.standardize:
-            head[0].fit(features)
-        module = RouterModule(head, len(self.domains), lr=self.lr, weight_decay=self.weight_decay)
-        train_loader = DataLoader(
-            TensorDataset(features, label_ids),
-            batch_size=self.batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(self.seed),
+            head[0].fit(batches["train"].dataset.tensors[0])
+        module = RouterModule(
+            head,
+            len(self.domains),
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            log_prefix=log_prefix,
         )
-        trainer = L.Trainer(
-            accelerator="cpu",
-            devices=1,
-            max_epochs=self.epochs,
-            logger=self.logger,
-            enable_checkpointing=False,
-            enable_progress_bar=self.progress_bar,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            log_every_n_steps=1,
-        )
+        fitter = (trainer or quiet_trainer)(self.epochs)
         # fork_rng: MLP dropout draws from the global RNG; seed it here without moving the
         # caller's stream.
         with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
@@ -179,9 +166,10 @@ class FeatureRouter(Router):
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             # Validation is optional; RouterModule always defines the step.
             warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
-            trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
-        self.head = head.eval()
-        self.metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            fitter.fit(module, train_dataloaders=batches["train"], val_dataloaders=batches["dev"])
+        self.head = module.head.cpu().eval()
+        self.metrics = {k: float(v) for k, v in fitter.callback_metrics.items()}
+        self.steps = fitter.global_step
         self.fitted = True
         return self
 
@@ -231,8 +219,7 @@ class LatentSemanticRouter(FeatureRouter):
         are switched off while featurizing).
     layer, pooling, template, max_length, feature_batch_size: the `LatentFeaturizer`'s.
     cache_dir: a `FeatureCache` folder, or None for no cache.
-    training: head and training settings (head, hidden, dropout, standardize, epochs, lr,
-        weight_decay, batch_size, seed, progress_bar, logger) as in `FeatureRouter`.
+    head ... seed: the head and its training, as in `FeatureRouter`.
     """
 
     kind = "lsr"
@@ -242,14 +229,22 @@ class LatentSemanticRouter(FeatureRouter):
         domains: Sequence[str],
         *,
         backbone: Backbone,
+        layer: int,
+        pooling: Pooling,
+        template: str,
+        max_length: int,
+        feature_batch_size: int,
+        head: HeadKind,
+        hidden: int,
+        dropout: float,
+        standardize: bool,
+        epochs: int,
+        lr: float,
+        weight_decay: float,
+        batch_size: int,
+        seed: int,
         model: nn.Module | None = None,
-        layer: int = -1,
-        pooling: Pooling = "last",
-        template: str = DEFAULT_QUERY_TEMPLATE,
-        max_length: int = 128,
-        feature_batch_size: int = 32,
         cache_dir: str | Path | None = None,
-        **training: Any,
     ) -> None:
         featurizer = LatentFeaturizer.from_backbone(
             backbone,
@@ -260,8 +255,20 @@ class LatentSemanticRouter(FeatureRouter):
             max_length=max_length,
             batch_size=feature_batch_size,
         )
-        cache = FeatureCache(cache_dir) if cache_dir is not None else None
-        super().__init__(domains, featurizer, cache=cache, **training)
+        super().__init__(
+            domains,
+            featurizer,
+            head=head,
+            hidden=hidden,
+            dropout=dropout,
+            standardize=standardize,
+            epochs=epochs,
+            lr=lr,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            seed=seed,
+            cache=FeatureCache(cache_dir) if cache_dir is not None else None,
+        )
         self.backbone_name = backbone.name
         self.layer, self.pooling, self.template = layer, pooling, template
         self.max_length, self.feature_batch_size = max_length, feature_batch_size
@@ -278,21 +285,6 @@ class LatentSemanticRouter(FeatureRouter):
         }
 
     @classmethod
-    def create(
-        cls,
-        domains: Sequence[str],
-        settings: dict[str, Any],
-        *,
-        backbone: Backbone | None = None,
-        model: nn.Module | None = None,
-        cache_dir: str | Path | None = None,
-        **unused: Any,
-    ) -> LatentSemanticRouter:
-        if backbone is None:
-            raise ValueError("an lsr router reads its backbone: pass backbone=")
-        return cls(domains, backbone=backbone, model=model, cache_dir=cache_dir, **settings)
-
-    @classmethod
     def load(
         cls,
         folder: Path,
@@ -302,7 +294,7 @@ class LatentSemanticRouter(FeatureRouter):
         backbone: Backbone | None = None,
         model: nn.Module | None = None,
         cache_dir: str | Path | None = None,
-        **runtime: Any,
+        **unused: Any,
     ) -> LatentSemanticRouter:
         """Rebuild on `backbone` (`load_router(folder, backbone=...)`), the one it was fitted on."""
         meta = Path(folder) / "router.json"
@@ -315,9 +307,7 @@ class LatentSemanticRouter(FeatureRouter):
                 f"{meta}: this lsr router was fitted on the features of backbone "
                 f"{trained_on!r}, but it is being loaded onto {backbone.name!r}"
             )
-        router = cls(
-            domains, backbone=backbone, model=model, cache_dir=cache_dir, **settings, **runtime
-        )
+        router = cls(domains, backbone=backbone, model=model, cache_dir=cache_dir, **settings)
         router.load_weights(folder)
         return router
 
@@ -328,7 +318,9 @@ class EmbeddingRouter(FeatureRouter):
     encoder's features, MiniLM (`MiniLMFeaturizer`) unless `model_path` names another
     sentence-transformers folder.
 
-    training: head and training settings as in `FeatureRouter` (head defaults to "mlp").
+    model_path, max_length, feature_batch_size: the `MiniLMFeaturizer`'s.
+    cache_dir: a `FeatureCache` folder, or None for no cache.
+    head ... seed: the head and its training, as in `FeatureRouter`.
     """
 
     kind = "embedding_mlp"
@@ -337,20 +329,39 @@ class EmbeddingRouter(FeatureRouter):
         self,
         domains: Sequence[str],
         *,
-        model_path: str | Path | None = None,
-        max_length: int | None = None,
-        feature_batch_size: int = 64,
+        model_path: str | Path | None,
+        max_length: int | None,
+        feature_batch_size: int,
+        head: HeadKind,
+        hidden: int,
+        dropout: float,
+        standardize: bool,
+        epochs: int,
+        lr: float,
+        weight_decay: float,
+        batch_size: int,
+        seed: int,
         cache_dir: str | Path | None = None,
-        head: HeadKind = "mlp",
-        **training: Any,
     ) -> None:
         from r2r.routing.embeddings import MiniLMFeaturizer
 
         featurizer = MiniLMFeaturizer(
             model_path, batch_size=feature_batch_size, max_length=max_length
         )
-        cache = FeatureCache(cache_dir) if cache_dir is not None else None
-        super().__init__(domains, featurizer, head=head, cache=cache, **training)
+        super().__init__(
+            domains,
+            featurizer,
+            head=head,
+            hidden=hidden,
+            dropout=dropout,
+            standardize=standardize,
+            epochs=epochs,
+            lr=lr,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            seed=seed,
+            cache=FeatureCache(cache_dir) if cache_dir is not None else None,
+        )
         self.model_path = None if model_path is None else str(model_path)
         self.max_length, self.feature_batch_size = max_length, feature_batch_size
 
@@ -361,17 +372,6 @@ class EmbeddingRouter(FeatureRouter):
             "feature_batch_size": self.feature_batch_size,
             **super().settings(),
         }
-
-    @classmethod
-    def create(
-        cls,
-        domains: Sequence[str],
-        settings: dict[str, Any],
-        *,
-        cache_dir: str | Path | None = None,
-        **unused: Any,  # backbone=, model=: not read, the encoder is its own model
-    ) -> EmbeddingRouter:
-        return cls(domains, cache_dir=cache_dir, **settings)
 
     @classmethod
     def load(
@@ -386,3 +386,19 @@ class EmbeddingRouter(FeatureRouter):
         router = cls(domains, cache_dir=cache_dir, **settings)
         router.load_weights(folder)
         return router
+
+
+def quiet_trainer(epochs: int) -> L.Trainer:
+    """A CPU trainer for `epochs`, without logger, checkpoints or progress bar: routers fitted
+    outside a run (`router.fit(QuerySet(...))`)."""
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+    )

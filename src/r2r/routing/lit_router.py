@@ -12,17 +12,17 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 class RouterModule(L.LightningModule):
     """Trains `head` ((B, dim) features -> (B, n_classes) logits) with cross-entropy.
 
-    Batches are (features (B, dim) float32, label ids (B,) long). Logs `router/train/loss`
-    and, when validating, `router/val/accuracy` (micro: the share of queries routed right)
-    and `router/val/macro_f1`.
+    Batches are (features (B, dim) float32, label ids (B,) long). Logs
+    `{log_prefix}train/loss` and, when validating, `{log_prefix}val/accuracy` (micro: the
+    share of queries routed right) and `{log_prefix}val/macro_f1`.
     """
 
     def __init__(
-        self, head: nn.Module, n_classes: int, *, lr: float = 1e-3, weight_decay: float = 0.0
+        self, head: nn.Module, n_classes: int, *, lr: float, weight_decay: float, log_prefix: str
     ) -> None:
         super().__init__()
         self.head = head
-        self.lr, self.weight_decay = lr, weight_decay
+        self.lr, self.weight_decay, self.log_prefix = lr, weight_decay, log_prefix
         self.val_accuracy = MulticlassAccuracy(num_classes=n_classes, average="micro")
         self.val_macro_f1 = MulticlassF1Score(num_classes=n_classes, average="macro")
 
@@ -32,7 +32,13 @@ class RouterModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         features, labels = batch
         loss = F.cross_entropy(self.head(features), labels)
-        self.log("router/train/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
+        self.log(
+            f"{self.log_prefix}train/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            batch_size=len(labels),
+        )
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -41,8 +47,18 @@ class RouterModule(L.LightningModule):
         self.val_accuracy.update(predicted, labels)
         self.val_macro_f1.update(predicted, labels)
         # Metric objects: Lightning computes them over the whole epoch, then resets them.
-        self.log("router/val/accuracy", self.val_accuracy, on_epoch=True, batch_size=len(labels))
-        self.log("router/val/macro_f1", self.val_macro_f1, on_epoch=True, batch_size=len(labels))
+        self.log(
+            f"{self.log_prefix}val/accuracy",
+            self.val_accuracy,
+            on_epoch=True,
+            batch_size=len(labels),
+        )
+        self.log(
+            f"{self.log_prefix}val/macro_f1",
+            self.val_macro_f1,
+            on_epoch=True,
+            batch_size=len(labels),
+        )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.head.parameters(), lr=self.lr, weight_decay=self.weight_decay)

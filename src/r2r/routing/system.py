@@ -7,15 +7,15 @@
 Every query goes to its router's top expert, or to the bare backbone when the top
 probability is under `threshold` (a router that gives no probability, `none`, always
 leaves the backbone bare). `rerank_batch` routes many queries at once and scores the
-pairs expert by expert, so each forward pass runs under a single adapter.
+pairs expert by expert through the `ExpertBank`, so each forward pass runs under a single
+adapter.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,10 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 
-from r2r.data.datamodule import PairEncoder
 from r2r.files import atomic_path, write_json_atomic
 from r2r.metrics import rank
 from r2r.models.backbones import Backbone
-from r2r.models.experts import load_adapter
-from r2r.models.scorer import RerankerScorer
+from r2r.models.experts import ExpertBank
 from r2r.routing.base import Router, load_router
 from r2r.types import Passage
 
@@ -53,83 +51,55 @@ class RerankResult:
     ranking: tuple[Ranked, ...]  # best first
 
 
+def route(
+    probabilities: torch.Tensor, domains: Sequence[str], threshold: float
+) -> list[tuple[str | None, dict[str, float]]]:
+    """(expert or None, probabilities by domain) per row of (N, D) `probabilities`: the top
+    domain, or None (the bare backbone) when its probability is under `threshold` or the row
+    is all zeros (router `none`, whatever the threshold)."""
+    out = []
+    for row in probabilities.tolist():
+        by_domain = dict(zip(domains, row, strict=True))
+        top = max(range(len(row)), key=row.__getitem__)
+        chosen = domains[top] if row[top] > 0 and row[top] >= threshold else None
+        out.append((chosen, by_domain))
+    return out
+
+
 class RoutedReranker:
-    """Routes each query to one domain expert of a shared frozen backbone and reranks."""
+    """Routes each query to one expert of an `ExpertBank` and reranks with it.
+
+    Built whole from a bank and a router; `backbone_config` (the backbone's Hydra config) is
+    what `save` writes so that `load` can rebuild the backbone.
+    """
 
     def __init__(
         self,
-        backbone: Backbone,
-        experts: Mapping[str, str | Path],
+        bank: ExpertBank,
         router: Router,
         *,
-        threshold: float = 0.0,
-        inputs: Mapping[str, Any] | None = None,
-        batch_size: int = 16,
+        threshold: float,
         backbone_config: Mapping[str, Any] | None = None,
     ) -> None:
-        if missing := sorted(set(router.domains) - set(experts)):
+        if missing := sorted(set(router.domains) - set(bank.names)):
             raise ValueError(f"the router routes to {missing}, which have no expert")
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be within [0, 1], got {threshold}")
-        self.backbone = backbone
-        self.expert_dirs = {name: Path(folder) for name, folder in experts.items()}
-        model = backbone.model
-        for name, folder in self.expert_dirs.items():
-            model = load_adapter(model, folder, adapter_name=name)
-        self.model = model
+        self.bank = bank
         self.router = router
         self.threshold = threshold
-        self.inputs = dict(inputs or {})
-        self.batch_size = batch_size
         self.backbone_config = dict(backbone_config or {})
-        self.encoder = PairEncoder(backbone.tokenizer, backbone.template, **self.inputs)
-        self.scorer = RerankerScorer.from_backbone(backbone, model).eval()
 
     @property
     def experts(self) -> list[str]:
-        return list(self.expert_dirs)
+        return list(self.router.domains)
 
-    # ------------------------------------------------------------------ routing
     def route(
         self, queries: Sequence[str], *, true_domains: Sequence[str] | None = None
     ) -> list[tuple[str | None, dict[str, float]]]:
         """(expert or None, probabilities by domain) per query."""
         probs = self.router.predict_proba(queries, true_domains=true_domains)
-        out = []
-        for row in probs.tolist():
-            by_domain = dict(zip(self.router.domains, row, strict=True))
-            top = max(range(len(row)), key=row.__getitem__)
-            # A zero row (router `none`) never routes, whatever the threshold.
-            chosen = (
-                self.router.domains[top] if row[top] > 0 and row[top] >= self.threshold else None
-            )
-            out.append((chosen, by_domain))
-        return out
-
-    # ------------------------------------------------------------------ scoring
-    @contextmanager
-    def active(self, expert: str | None) -> Iterator[None]:
-        """Score under `expert`'s adapter alone, or the bare backbone for None."""
-        if expert is None:
-            with self.model.disable_adapter():
-                yield
-            return
-        if expert not in self.expert_dirs:
-            raise KeyError(f"no expert {expert!r}; have {self.experts}")
-        self.model.set_adapter(expert)
-        yield
-
-    def score(
-        self, expert: str | None, queries: Sequence[str], documents: Sequence[str]
-    ) -> list[float]:
-        """Scores of (query, document) pairs under one expert, in batches."""
-        scores: list[float] = []
-        with self.active(expert), torch.no_grad():
-            for start in range(0, len(queries), self.batch_size):
-                stop = start + self.batch_size
-                batch = self.encoder(queries[start:stop], documents[start:stop])
-                scores += self.scorer(batch["input_ids"], batch["attention_mask"]).tolist()
-        return scores
+        return route(probs, self.router.domains, self.threshold)
 
     def rerank(
         self,
@@ -159,7 +129,7 @@ class RoutedReranker:
         for i, (expert, _) in enumerate(routes):
             by_expert.setdefault(expert, []).extend((i, j) for j in range(len(texts[i])))
         for expert, pairs in by_expert.items():
-            got = self.score(
+            got = self.bank.score(
                 expert, [items[i][0] for i, _ in pairs], [texts[i][j] for i, j in pairs]
             )
             for (i, j), value in zip(pairs, got, strict=True):
@@ -180,15 +150,15 @@ class RoutedReranker:
             raise ValueError("save needs backbone_config (the backbone's Hydra config)")
         folder = Path(folder)
         with atomic_path(folder) as staged:
-            for name, source in self.expert_dirs.items():
-                shutil.copytree(source, staged / "experts" / name)
+            for name in self.experts:
+                shutil.copytree(self.bank.adapters[name], staged / "experts" / name)
             self.router.save(staged / "router")
             meta = {
                 "backbone": self.backbone_config,
                 "experts": self.experts,
                 "threshold": self.threshold,
-                "inputs": self.inputs,
-                "batch_size": self.batch_size,
+                "inputs": self.bank.inputs,
+                "batch_size": self.bank.batch_size,
             }
             write_json_atomic(staged / "system.json", meta)
         return folder
@@ -203,26 +173,14 @@ class RoutedReranker:
         meta = json.loads(path.read_text(encoding="utf-8"))
         if backbone is None:
             backbone = instantiate(meta["backbone"])
-        experts = {name: folder / "experts" / name for name in meta["experts"]}
-        system = cls(
+        bank = ExpertBank(
             backbone,
-            experts,
-            # A placeholder until the real router can see the adapter-wrapped model.
-            _Unrouted(meta["experts"]),
-            threshold=meta["threshold"],
+            {name: folder / "experts" / name for name in meta["experts"]},
             inputs=meta["inputs"],
             batch_size=meta["batch_size"],
-            backbone_config=meta["backbone"],
         )
-        system.router = load_router(folder / "router", backbone=backbone, model=system.model)
-        return system
-
-
-class _Unrouted(Router):
-    kind = "_unrouted"
-
-    def predict_proba(self, texts, *, true_domains=None):
-        raise RuntimeError("router not loaded yet")
+        router = load_router(folder / "router", backbone=backbone, model=bank.model)
+        return cls(bank, router, threshold=meta["threshold"], backbone_config=meta["backbone"])
 
 
 def _text(document: Document) -> str:

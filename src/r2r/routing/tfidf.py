@@ -19,7 +19,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from r2r.files import atomic_path, write_json_atomic
-from r2r.routing.base import Router, register
+from r2r.routing.base import QueryData, Router, TrainerFactory, register
 
 VOCAB_FILE = "tfidf_vocab.json"
 ARRAYS_FILE = "tfidf_weights.npz"
@@ -40,12 +40,12 @@ class TfidfRouter(Router):
         self,
         domains: Sequence[str],
         *,
-        C: float = 10.0,
-        ngram_max: int = 2,
-        min_df: int = 1,
-        max_features: int | None = None,
-        max_iter: int = 2000,
-        seed: int = 0,
+        C: float,
+        ngram_max: int,
+        min_df: int,
+        max_features: int | None,
+        max_iter: int,
+        seed: int,
     ) -> None:
         super().__init__(domains)
         if C <= 0:
@@ -83,7 +83,10 @@ class TfidfRouter(Router):
             sublinear_tf=True,
         )
 
-    def fit(self, texts: Sequence[str], labels: Sequence[str]) -> TfidfRouter:
+    def fit(self, data: QueryData, *, trainer: TrainerFactory | None = None) -> TfidfRouter:
+        """Fit on `data`'s training queries (scikit-learn; `trainer` is not used)."""
+        train = data.queries("train")
+        texts, labels = train.texts, train.domains
         self.check_labels(texts, labels)
         seen = set(labels)
         if len(seen) < 2:
