@@ -6,7 +6,7 @@ import huggingface_hub.constants
 import pytest
 import torch
 
-from r2r.models import backbones
+from r2r.models import backbones, tiny
 from r2r.models.backbones import (
     BackboneUnavailableError,
     load_backbone,
@@ -16,7 +16,7 @@ from r2r.models.backbones import (
 )
 from r2r.models.scorer import RerankerScorer, yes_no_ids
 from r2r.models.templates import CHATML_RERANKER, QWEN3_RERANKER, encode_pairs
-from r2r.models.tiny import ANSWER_WORDS, SPECIAL_TOKENS, _tokenizer_json, build_tiny
+from r2r.models.tiny import ANSWER_WORDS, SPECIAL_TOKENS, build_tiny
 
 
 def test_tiny_backbone_is_frozen_and_in_eval_mode(tiny_qwen):
@@ -61,10 +61,14 @@ def test_tiny_tokenizer_specials_and_answer_words(tiny_qwen):
     assert len(set(tok.convert_tokens_to_ids(list(ANSWER_WORDS)))) == 4
 
 
-def test_tiny_tokenizer_training_is_deterministic():
-    first = _tokenizer_json()
-    _tokenizer_json.cache_clear()
-    assert _tokenizer_json() == first
+def test_a_missing_tiny_tokenizer_file_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(tiny, "TOKENIZER_FILE", tmp_path / "tiny_tokenizer.json")
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"tiny_tokenizer\.json is missing .*"
+        r"python -m r2r\.data\.synthetic\.tokenizer",
+    ):
+        build_tiny("qwen")
 
 
 def test_hub_backbone_offline_gives_a_clear_error(monkeypatch):

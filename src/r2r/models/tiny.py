@@ -1,16 +1,17 @@
 """Tiny random-weight decoders built in-process: the offline backbone of tests and debug runs.
 
-The tokenizer is a byte-level BPE trained on the synthetic corpus plus the template
-strings, with ChatML special tokens, so the real reranker templates tokenize sensibly
-and the answer words are single tokens. Same seed, same weights; same corpus, same vocab.
+The tokenizer (tiny_tokenizer.json) is a byte-level BPE trained on the synthetic corpus plus
+the template strings, with ChatML special tokens, so the real reranker templates tokenize
+sensibly and the answer words are single tokens. Same seed, same weights; one shipped vocab.
 """
 
 from __future__ import annotations
 
-import functools
+from pathlib import Path
 from typing import Literal
 
 import torch
+from tokenizers import Tokenizer
 from transformers import (
     MistralConfig,
     MistralForCausalLM,
@@ -20,69 +21,25 @@ from transformers import (
     Qwen3ForCausalLM,
 )
 
-from r2r.models.templates import TEMPLATES
-
 TinyArch = Literal["qwen", "mistral"]
 
 PAD, BOS_OF_TURN, EOS_OF_TURN = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 SPECIAL_TOKENS = (PAD, BOS_OF_TURN, EOS_OF_TURN, "<think>", "</think>")
 ANSWER_WORDS = ("yes", "no", "Yes", "No")
-TINY_VOCAB_SIZE = 3000
-# Qwen2/3's pre-tokenizer split: keeps e.g. "?\n" in one pre-token, as the real models do,
-# so tests meet tokens that straddle a field boundary.
-QWEN_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-
-
-def _training_text() -> list[str]:
-    # Imported here: the synthetic corpus module is only needed when a tokenizer is trained.
-    from r2r.data.synthetic import tokenizer_training_text
-
-    texts = list(tokenizer_training_text())
-    for t in TEMPLATES.values():
-        texts += [t.prefix, t.body, t.suffix, t.instruction]
-    # Standalone answer words, often enough that BPE merges each into one token (checked).
-    texts += [" \n".join(ANSWER_WORDS)] * 200
-    return texts
-
-
-@functools.lru_cache(maxsize=1)
-def _tokenizer_json() -> str:
-    """Train the byte-level BPE once per process (~1 s); a JSON string, so callers get fresh copies."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tok.decoder = decoders.ByteLevel()
-    # trim_offsets=False: a "Ġword" token's offsets include its space, as in Qwen's tokenizer.
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=TINY_VOCAB_SIZE,
-        min_frequency=2,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_training_text(), trainer=trainer)
-    for word in ANSWER_WORDS:
-        if len(tok.encode(word, add_special_tokens=False).ids) != 1:
-            raise RuntimeError(f"tiny tokenizer: {word!r} is not a single token after training")
-    return tok.to_str()
+# Trained by `python -m r2r.data.synthetic.tokenizer` (tests/data/test_synthetic_tokenizer.py
+# checks it is current); shipped so that building a tiny model trains nothing.
+TOKENIZER_FILE = Path(__file__).with_name("tiny_tokenizer.json")
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A fresh wrapper around the (cached) trained tiny tokenizer; right padding."""
-    from tokenizers import Tokenizer
-
+    """A fresh tiny tokenizer read from the shipped file; right padding."""
+    if not TOKENIZER_FILE.is_file():
+        raise FileNotFoundError(
+            f"{TOKENIZER_FILE} is missing (an install without package data?); "
+            "regenerate it with `python -m r2r.data.synthetic.tokenizer`"
+        )
     return PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_tokenizer_json()),
+        tokenizer_object=Tokenizer.from_file(str(TOKENIZER_FILE)),
         pad_token=PAD,
         eos_token=EOS_OF_TURN,
         additional_special_tokens=list(SPECIAL_TOKENS[1:]),

@@ -3,17 +3,18 @@
 `RuleRecognizer(domain)` needs no model and no network: regular expressions for the entity
 shapes of each domain (case names, statute references and courts; drugs, diseases, genes and
 dosages; companies, tickers, money and fiscal periods) plus small gazetteers (first names,
-cities, common drugs and diseases), and rules shared by all domains (dates, numbers,
-percentages, durations, person names). spaCy and GLiNER adapters are offered for users who
-have those installed; they are imported lazily so r2r never depends on them.
+cities, common drugs and diseases; the word lists live in gazetteers.py), and rules shared
+by all domains (dates, numbers, percentages, durations, person names). spaCy and GLiNER
+adapters are offered for users who have those installed; they are imported lazily so r2r
+never depends on them.
 
 Every recogniser returns sorted, non-overlapping `EntitySpan`s. Overlapping candidates are
 resolved by: longest span first, then earlier start, then `TYPE_PRIORITY` (user gazetteer
 matches beat rule matches of the same extent).
 
-The built-in name lists are real, common names; they include the first names and cities
-the synthetic benchmark draws from, so recall on the synthetic corpus is an upper bound for
-real text (tests/data/test_recognizers.py measures it).
+The built-in name lists (gazetteers.py) include the first names and cities the synthetic
+benchmark draws from, so recall on the synthetic corpus is an upper bound for real text
+(tests/data/test_recognizers.py measures it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,29 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+from r2r.data.masking.gazetteers import (
+    ACRONYMS,
+    CITIES,
+    COMMON_DISEASES,
+    COMMON_DRUGS,
+    CORPORATE_FORMS,
+    COUNT_NOUNS,
+    ENDOGENOUS,
+    FIRST_NAMES,
+    FUNCTION_WORDS,
+    GENERIC_ACT_WORDS,
+    GENERIC_DISEASE_MODIFIERS,
+    GENES,
+    NOT_COMPANY_WORDS,
+    NOT_DISEASE_WORDS,
+    NOT_DRUGS,
+    NOT_GENE_PREFIXES,
+    NOT_PERSON_WORDS,
+    PHYSIOLOGY_NOUNS,
+    SHORT_GENE_PREFIXES,
+    STARTERS,
+)
 
 __all__ = [
     "RULE_DOMAINS",
@@ -110,933 +134,6 @@ def literal_spans(
     ]
 
 
-# ----------------------------------------------------------------------------- word lists
-FIRST_NAMES = frozenset(
-    [
-        "Aaron",
-        "Adam",
-        "Adrian",
-        "Ahmed",
-        "Aisha",
-        "Alan",
-        "Albert",
-        "Alejandro",
-        "Alex",
-        "Alexander",
-        "Alexandra",
-        "Ali",
-        "Alice",
-        "Alicia",
-        "Amanda",
-        "Amelia",
-        "Amir",
-        "Amy",
-        "Ana",
-        "Andrea",
-        "Andreas",
-        "Andrew",
-        "Angela",
-        "Anna",
-        "Anne",
-        "Anthony",
-        "Antonio",
-        "Ariel",
-        "Arthur",
-        "Ben",
-        "Benjamin",
-        "Bernard",
-        "Beth",
-        "Boris",
-        "Brandon",
-        "Brian",
-        "Bruce",
-        "Carl",
-        "Carla",
-        "Carlos",
-        "Carmen",
-        "Caroline",
-        "Catherine",
-        "Charles",
-        "Charlotte",
-        "Chen",
-        "Chloe",
-        "Chris",
-        "Christian",
-        "Christina",
-        "Christopher",
-        "Claire",
-        "Claudia",
-        "Daniel",
-        "Daniela",
-        "David",
-        "Deborah",
-        "Dennis",
-        "Diana",
-        "Diego",
-        "Dmitri",
-        "Donald",
-        "Dorothy",
-        "Douglas",
-        "Edward",
-        "Elena",
-        "Elizabeth",
-        "Ella",
-        "Emily",
-        "Emma",
-        "Eric",
-        "Erik",
-        "Eva",
-        "Felix",
-        "Fernando",
-        "Fiona",
-        "Francesca",
-        "Francis",
-        "Frank",
-        "Gabriel",
-        "George",
-        "Georgia",
-        "Gerald",
-        "Gina",
-        "Giovanni",
-        "Grace",
-        "Gregory",
-        "Hannah",
-        "Hans",
-        "Harold",
-        "Harry",
-        "Helen",
-        "Henrik",
-        "Henry",
-        "Hiro",
-        "Hiroshi",
-        "Hugo",
-        "Ian",
-        "Ibrahim",
-        "Ingrid",
-        "Irene",
-        "Isaac",
-        "Isabel",
-        "Isabella",
-        "Ivan",
-        "Jack",
-        "Jacob",
-        "James",
-        "Jan",
-        "Jane",
-        "Janet",
-        "Jason",
-        "Javier",
-        "Jean",
-        "Jeffrey",
-        "Jennifer",
-        "Jessica",
-        "Joan",
-        "Joanna",
-        "Joe",
-        "John",
-        "Jonas",
-        "Jonathan",
-        "Jorge",
-        "Jose",
-        "Joseph",
-        "Joshua",
-        "Juan",
-        "Julia",
-        "Julian",
-        "Karen",
-        "Karin",
-        "Katherine",
-        "Kenji",
-        "Kevin",
-        "Kim",
-        "Klaus",
-        "Laura",
-        "Lauren",
-        "Leila",
-        "Leo",
-        "Li",
-        "Linda",
-        "Lisa",
-        "Lucas",
-        "Lucia",
-        "Luis",
-        "Luke",
-        "Maria",
-        "Marco",
-        "Margaret",
-        "Maria",
-        "Marie",
-        "Mark",
-        "Martin",
-        "Mary",
-        "Mateo",
-        "Matthew",
-        "Max",
-        "Maya",
-        "Mei",
-        "Michael",
-        "Michelle",
-        "Miguel",
-        "Mohamed",
-        "Mohammed",
-        "Nadia",
-        "Nancy",
-        "Natalia",
-        "Nathan",
-        "Nicholas",
-        "Nicole",
-        "Nina",
-        "Noah",
-        "Olga",
-        "Oliver",
-        "Olivia",
-        "Omar",
-        "Oscar",
-        "Patricia",
-        "Patrick",
-        "Paul",
-        "Paula",
-        "Pedro",
-        "Peter",
-        "Philip",
-        "Pierre",
-        "Rachel",
-        "Rafael",
-        "Ralph",
-        "Raymond",
-        "Rebecca",
-        "Richard",
-        "Robert",
-        "Roberto",
-        "Roger",
-        "Ronald",
-        "Rosa",
-        "Ruth",
-        "Ryan",
-        "Samuel",
-        "Sandra",
-        "Sara",
-        "Sarah",
-        "Scott",
-        "Sean",
-        "Sebastian",
-        "Sergei",
-        "Sharon",
-        "Simon",
-        "Sofia",
-        "Sophia",
-        "Sophie",
-        "Stefan",
-        "Stephanie",
-        "Stephen",
-        "Steven",
-        "Susan",
-        "Tanya",
-        "Thomas",
-        "Timothy",
-        "Tomas",
-        "Tony",
-        "Ursula",
-        "Valentina",
-        "Vanessa",
-        "Victor",
-        "Victoria",
-        "Vincent",
-        "Walter",
-        "Wei",
-        "Wendy",
-        "William",
-        "Yuki",
-        "Yusuf",
-        "Zara",
-        "Zoe",
-        "Aarav",
-        "Abhishek",
-        "Aditi",
-        "Aditya",
-        "Ajay",
-        "Akash",
-        "Amit",
-        "Amitabh",
-        "Anand",
-        "Anil",
-        "Anita",
-        "Anjali",
-        "Ankit",
-        "Anupam",
-        "Arjun",
-        "Arun",
-        "Aruna",
-        "Asha",
-        "Ashok",
-        "Bhavna",
-        "Chetan",
-        "Deepa",
-        "Deepak",
-        "Devika",
-        "Dinesh",
-        "Divya",
-        "Farah",
-        "Gaurav",
-        "Geeta",
-        "Gita",
-        "Gopal",
-        "Harish",
-        "Hari",
-        "Indira",
-        "Ishaan",
-        "Jaya",
-        "Kamal",
-        "Karan",
-        "Kavita",
-        "Kiran",
-        "Krishna",
-        "Kumar",
-        "Lakshmi",
-        "Lalit",
-        "Madhu",
-        "Mahesh",
-        "Manish",
-        "Manoj",
-        "Meena",
-        "Meera",
-        "Mohan",
-        "Mukesh",
-        "Nandini",
-        "Naveen",
-        "Neha",
-        "Nikhil",
-        "Nirmala",
-        "Pankaj",
-        "Pooja",
-        "Prakash",
-        "Priya",
-        "Rahul",
-        "Raj",
-        "Rajesh",
-        "Rajiv",
-        "Rakesh",
-        "Ramesh",
-        "Ravi",
-        "Rekha",
-        "Rohan",
-        "Rohit",
-        "Sachin",
-        "Sandeep",
-        "Sanjay",
-        "Sanjeev",
-        "Santosh",
-        "Sarita",
-        "Savitri",
-        "Shanti",
-        "Shashi",
-        "Shyam",
-        "Sita",
-        "Sneha",
-        "Sudha",
-        "Sunil",
-        "Sunita",
-        "Suresh",
-        "Sushma",
-        "Tanvi",
-        "Uday",
-        "Usha",
-        "Varun",
-        "Vijay",
-        "Vikram",
-        "Vinod",
-        "Vivek",
-        "Yamini",
-        "Yogesh",
-        "Zubin",
-    ]
-)
-CITIES = frozenset(
-    ["Amsterdam", "Athens", "Atlanta", "Austin", "Bangkok", "Barcelona", "Beijing", "Berlin", "Boston", "Brussels", "Budapest", "Cairo", "Chicago", "Copenhagen", "Dallas", "Denver", "Detroit", "Dubai", "Dublin", "Edinburgh", "Frankfurt", "Geneva", "Hamburg", "Helsinki", "Houston", "Istanbul", "Jakarta", "Johannesburg", "Lagos", "Lisbon", "London", "Madrid", "Manila", "Melbourne", "Miami", "Milan", "Montreal", "Moscow", "Munich", "Nairobi", "Oslo", "Paris", "Philadelphia", "Phoenix", "Prague", "Rome", "Rotterdam", "Seattle", "Seoul", "Shanghai", "Singapore", "Stockholm", "Sydney", "Taipei", "Tokyo", "Toronto", "Vancouver", "Vienna", "Warsaw", "Zurich", "Agra", "Ahmedabad", "Allahabad", "Amritsar", "Bengaluru", "Bangalore", "Bhopal", "Bhubaneswar", "Chandigarh", "Chennai", "Coimbatore", "Cuttack", "Dehradun", "Delhi", "Gurugram", "Gurgaon", "Guwahati", "Hyderabad", "Indore", "Jaipur", "Jodhpur", "Kanpur", "Kochi", "Kolkata", "Lucknow", "Ludhiana", "Madurai", "Mumbai", "Mysuru", "Mysore", "Nagpur", "Nashik", "Noida", "Patna", "Pune", "Raipur", "Ranchi", "Shimla", "Srinagar", "Surat", "Thiruvananthapuram", "Vadodara", "Varanasi", "Visakhapatnam"]
-) | {
-    "New York", "Los Angeles", "San Francisco", "San Diego", "Hong Kong", "Mexico City",
-    "Buenos Aires", "Sao Paulo", "Rio de Janeiro", "Kuala Lumpur", "New Delhi", "Tel Aviv",
-}  # fmt: skip
-COMMON_DRUGS = frozenset(
-    [
-        "aspirin",
-        "paracetamol",
-        "acetaminophen",
-        "ibuprofen",
-        "naproxen",
-        "diclofenac",
-        "metformin",
-        "insulin",
-        "warfarin",
-        "heparin",
-        "morphine",
-        "codeine",
-        "oxycodone",
-        "fentanyl",
-        "tramadol",
-        "prednisone",
-        "prednisolone",
-        "dexamethasone",
-        "hydrocortisone",
-        "methylprednisolone",
-        "amoxicillin",
-        "penicillin",
-        "vancomycin",
-        "ciprofloxacin",
-        "doxycycline",
-        "azithromycin",
-        "tamoxifen",
-        "letrozole",
-        "methotrexate",
-        "cisplatin",
-        "carboplatin",
-        "doxorubicin",
-        "paclitaxel",
-        "cyclophosphamide",
-        "digoxin",
-        "furosemide",
-        "hydrochlorothiazide",
-        "spironolactone",
-        "levothyroxine",
-        "clopidogrel",
-        "amlodipine",
-        "omeprazole",
-        "ranitidine",
-        "sertraline",
-        "fluoxetine",
-        "citalopram",
-        "escitalopram",
-        "amitriptyline",
-        "lithium",
-        "haloperidol",
-        "risperidone",
-        "olanzapine",
-        "quetiapine",
-        "clozapine",
-        "diazepam",
-        "lorazepam",
-        "midazolam",
-        "gabapentin",
-        "pregabalin",
-        "levetiracetam",
-        "valproate",
-        "carbamazepine",
-        "phenytoin",
-        "allopurinol",
-        "colchicine",
-        "salbutamol",
-        "albuterol",
-        "budesonide",
-        "fluticasone",
-        "epinephrine",
-        "adrenaline",
-        "atropine",
-        "ketamine",
-        "propofol",
-        "lidocaine",
-        "bupivacaine",
-        "oxytocin",
-        "misoprostol",
-        "ondansetron",
-        "metoclopramide",
-        "nitroglycerin",
-        "interferon",
-        "tacrolimus",
-        "cyclosporine",
-        "ciclosporin",
-        "hydroxychloroquine",
-        "ivermectin",
-        "remdesivir",
-    ]
-)
-COMMON_DISEASES = frozenset(
-    ["diabetes", "asthma", "hypertension", "cancer", "obesity", "depression", "schizophrenia", "epilepsy", "migraine", "tuberculosis", "malaria", "influenza", "pneumonia", "sepsis", "stroke", "dementia", "psoriasis", "eczema", "lupus", "gout", "anemia", "anaemia", "osteoporosis", "cirrhosis", "leukemia", "leukaemia", "lymphoma", "melanoma", "autism", "glaucoma", "preeclampsia", "pre-eclampsia", "endometriosis", "COVID-19", "HIV", "AIDS", "COPD", "ADHD"]
-) | {
-    "atrial fibrillation", "heart failure", "myocardial infarction", "coronary artery disease",
-    "chronic kidney disease", "hepatitis B", "hepatitis C", "multiple sclerosis",
-    "cystic fibrosis", "Alzheimer's disease", "Parkinson's disease", "Crohn's disease",
-}  # fmt: skip
-GENES = frozenset(
-    [
-        "EGFR",
-        "KRAS",
-        "NRAS",
-        "HRAS",
-        "BRAF",
-        "ALK",
-        "MYC",
-        "MYCN",
-        "PTEN",
-        "VEGF",
-        "VEGFA",
-        "HER2",
-        "ERBB2",
-        "JAK2",
-        "TNF",
-        "APOE",
-        "CFTR",
-        "MTOR",
-        "RET",
-        "MET",
-        "KIT",
-        "HLA-B27",
-        "PD-1",
-        "PD-L1",
-        "CTLA-4",
-        "IDH1",
-        "IDH2",
-        "BRCA1",
-        "BRCA2",
-        "TP53",
-    ]
-)
-# Capitalised words that start sentences or phrases rather than names: trimmed off the
-# front of capitalised-sequence spans ("In Meera Desai v. Rohan Rao" -> the case alone).
-STARTERS = frozenset(
-    [
-        "A",
-        "An",
-        "The",
-        "This",
-        "That",
-        "These",
-        "Those",
-        "Its",
-        "His",
-        "Her",
-        "Their",
-        "Our",
-        "Your",
-        "My",
-        "In",
-        "On",
-        "At",
-        "By",
-        "For",
-        "From",
-        "With",
-        "Without",
-        "Under",
-        "Over",
-        "After",
-        "Before",
-        "Since",
-        "During",
-        "Following",
-        "Per",
-        "Via",
-        "As",
-        "And",
-        "But",
-        "Or",
-        "Of",
-        "To",
-        "Upon",
-        "Whether",
-        "When",
-        "Where",
-        "Which",
-        "What",
-        "Who",
-        "Whom",
-        "Whose",
-        "How",
-        "Why",
-        "If",
-        "While",
-        "Although",
-        "Though",
-        "Because",
-        "Did",
-        "Does",
-        "Do",
-        "Was",
-        "Were",
-        "Is",
-        "Are",
-        "Has",
-        "Had",
-        "Have",
-        "Can",
-        "Could",
-        "Should",
-        "Would",
-        "Will",
-        "May",
-        "Might",
-        "Must",
-        "Also",
-        "Then",
-        "Thus",
-        "Hence",
-        "Here",
-        "There",
-        "However",
-        "Moreover",
-        "Further",
-        "Furthermore",
-        "Meanwhile",
-        "Yet",
-        "Shares",
-        "Analysts",
-        "Management",
-        "Counsel",
-        "Judgment",
-        "Judgement",
-        "Regulators",
-        "Patients",
-        "Adults",
-        "Prescribers",
-        "Granting",
-        "Allowing",
-        "Rejecting",
-        "Relying",
-        "Holding",
-        "Dismissing",
-        "Setting",
-        "Taking",
-        "Appellant",
-        "Respondent",
-        "Petitioner",
-        "Accused",
-        "Plaintiff",
-        "Defendant",
-        "Learned",
-        "Hon'ble",
-        "Honourable",
-        "Mr",
-        "Mrs",
-        "Ms",
-        "Dr",
-        "Shri",
-        "Smt",
-        "Justice",
-        "Chief",
-        "Total",
-        "Net",
-        "Gross",
-        "Other",
-        "Each",
-        "Every",
-        "All",
-        "Some",
-        "Any",
-        "No",
-        "Both",
-        "Such",
-        "Many",
-        "Most",
-        "Vide",
-        "He",
-        "She",
-        "It",
-        "They",
-        "We",
-        "I",
-        "You",
-        "Illustration",
-        "Explanation",
-        "Provided",
-        "Notwithstanding",
-    ]
-)
-# Leading words of Title Case phrases that are column headings or business segments
-# ("Application Software", "Data Center Group"), not company names.
-_NOT_COMPANY_WORDS = frozenset(
-    [
-        "application",
-        "applications",
-        "client",
-        "comprehensive",
-        "data",
-        "full",
-        "internal-use",
-        "invested",
-        "joint",
-        "listed",
-        "network",
-        "process",
-        "programmable",
-        "rabbi",
-        "service",
-        "strategic",
-        "working",
-        "share",
-        "venture",
-        "human",
-        "total",
-        "net",
-        "gross",
-        "other",
-        "common",
-        "preferred",
-        "additional",
-        "paid",
-        "operating",
-        "fixed",
-        "current",
-        "long",
-        "short",
-        "deferred",
-        "retained",
-        "cash",
-        "equity",
-        "debt",
-        "risk",
-        "tax",
-        "income",
-        "revenue",
-        "interest",
-        "financial",
-        "accumulated",
-        "foreign",
-        "investment",
-        "market",
-        "public",
-        "private",
-        "the",
-        "a",
-        "an",
-        "consolidated",
-        "certain",
-        "government",
-    ]
-)
-_ACRONYMS = frozenset(
-    [
-        "CEO",
-        "CFO",
-        "COO",
-        "CTO",
-        "EPS",
-        "GAAP",
-        "IFRS",
-        "USD",
-        "EUR",
-        "GBP",
-        "INR",
-        "SEC",
-        "IPO",
-        "ETF",
-        "EBIT",
-        "EBITDA",
-        "ROE",
-        "ROA",
-        "ROI",
-        "NAV",
-        "LLC",
-        "LLP",
-        "PLC",
-        "FY",
-        "AGM",
-        "ESG",
-        "CAGR",
-        "YOY",
-        "QOQ",
-        "BPS",
-        "ARR",
-        "MRR",
-        "SGA",
-        "R&D",
-        "OCI",
-        "IRS",
-        "FDA",
-        "EU",
-        "UK",
-        "US",
-        "USA",
-    ]
-)
-_NOT_DRUGS = frozenset(
-    [
-        "april",
-        "avril",
-        "peril",
-        "nostril",
-        "tendril",
-        "tide",
-        "riptide",
-        "eventide",
-        "yuletide",
-        "placebo",
-        "histidine",
-        "cystatin",
-    ]
-)
-_NOT_DISEASE_WORDS = frozenset(
-    [
-        "diagnosis",
-        "diagnoses",
-        "prognosis",
-        "hypnosis",
-        "osmosis",
-        "symbiosis",
-        "synopsis",
-        "aroma",
-        "diploma",
-        "stoma",
-        "sympathy",
-        "empathy",
-        "telepathy",
-        "trophy",
-        "soma",
-    ]
-)
-# Adjectives that qualify a finding, not part of a disease name ("moderate to severe X").
-_NOT_DISEASE_MODIFIERS = frozenset(
-    [
-        "several",
-        "general",
-        "total",
-        "final",
-        "potential",
-        "critical",
-        "medical",
-        "clinical",
-        "typical",
-        "specific",
-        "similar",
-        "regular",
-        "particular",
-        "usual",
-        "additional",
-        "original",
-        "overall",
-        "physical",
-        "special",
-        "major",
-        "other",
-        "annual",
-        "initial",
-        "local",
-        "normal",
-        "natural",
-        "historical",
-        "basic",
-        "social",
-        "national",
-        "international",
-        "actual",
-        "significant",
-        "severe",
-        "mild",
-        "moderate",
-        "serious",
-        "common",
-        "rare",
-        "new",
-        "known",
-        "possible",
-        "previous",
-        "prior",
-        "the",
-        "a",
-        "an",
-        "of",
-        "with",
-        "and",
-        "or",
-        "in",
-        "for",
-    ]
-)
-# Qualifiers that leave "disease", "lesions" or "infection" generic ("advanced disease",
-# "benign lesions"); with an organ or a named condition the phrase names a disease.
-_GENERIC_DISEASE_MODIFIERS = _NOT_DISEASE_MODIFIERS | frozenset(
-    [
-        "chronic",
-        "acute",
-        "subacute",
-        "advanced",
-        "benign",
-        "malignant",
-        "primary",
-        "secondary",
-        "progressive",
-        "recurrent",
-        "refractory",
-        "invasive",
-        "diffuse",
-        "focal",
-        "systemic",
-        "metastatic",
-        "infectious",
-        "inflammatory",
-    ]
-)
-# The body's own hormones, named for their physiology rather than given as drugs
-# ("insulin resistance", "somatostatin receptor").
-_ENDOGENOUS = frozenset(["insulin", "somatostatin", "epinephrine", "adrenaline", "oxytocin"])
-_PHYSIOLOGY_NOUNS = frozenset(
-    [
-        "resistance",
-        "sensitivity",
-        "secretion",
-        "receptor",
-        "receptors",
-        "signaling",
-        "signalling",
-        "release",
-        "autoantibody",
-        "autoantibodies",
-    ]
-)
-# Letter prefixes of codes shaped like gene symbols that name questionnaires, scores and
-# viruses ("PHQ-9", "SF-36", "DAS28", "HIV-1", "CI95%").
-_NOT_GENE_PREFIXES = frozenset(
-    ["PHQ", "SF", "SCL", "QLQ", "DAS", "ICD", "HADS", "EQ", "BDI", "CI",
-     "HIV", "HSV", "HPV", "HCV", "HBV", "EBV", "CMV", "HHV", "HTLV"]
-)  # fmt: skip
-# Two letters and one digit name study arms, stages and fracture types ("LA1", "IB1",
-# "LC2") far more often than genes; these prefixes are the exceptions (CD4, HLA-DR3).
-_SHORT_GENE_PREFIXES = frozenset(["CD", "DQ", "DR", "DP", "IL"])
-# Words that make a "First Last" pair an institution or a thing ("Henry Ford Hospital",
-# "Royal Alexandra Hospital", a vessel "Sean Spirit", "Georgia Job Tax Credits").
-_NOT_PERSON_WORDS = frozenset(
-    [
-        "Hospital",
-        "Hospitals",
-        "Memorial",
-        "Mission",
-        "Institute",
-        "University",
-        "College",
-        "School",
-        "Foundation",
-        "Centre",
-        "Center",
-        "Clinic",
-        "Infirmary",
-        "Society",
-        "Association",
-        "Museum",
-        "Library",
-        "Street",
-        "Road",
-        "Avenue",
-        "Award",
-        "Prize",
-        "Spirit",
-        "Tax",
-    ]
-)
-# Legislatures' generic names for an act ("any Central Act", "a State Act"): no one statute.
-_GENERIC_ACT_WORDS = (
-    r"(?:Central|State|Provincial|Union|Special|Local|Principal|Amending|Parent|Repealing|"
-    r"Existing|Corresponding|Relevant|Other|Said|Such)"
-)
-# Corporate forms after a name; "Cincinnati Bell Technology Solutions Inc. (CBTS)" abbreviates
-# the name before them.
-_CORPORATE_FORMS = frozenset(
-    ["Inc", "Incorporated", "Corp", "Corporation", "Co", "Ltd", "Limited", "LLC", "LLP", "LP",
-     "plc", "PLC", "AG", "SA", "NV", "GmbH", "SE", "Pty"]
-)  # fmt: skip
-_FUNCTION_WORDS = frozenset(["of", "and", "the", "for", "on", "in", "to", "de"])
-_COUNT_NOUNS = (
-    "patients|participants|subjects|people|persons|cases|children|women|men|adults|employees|"
-    "shares|students|respondents|individuals|samples|eyes|procedures|units|mg|infants|deaths"
-)
-
 # ----------------------------------------------------------------------------- patterns
 _WS = r"[^\S\n]+"  # spaces and tabs, never a line break (a title never runs into its text)
 _OWS = r"[^\S\n]*"
@@ -1054,6 +151,7 @@ _MONTH = (
     r"December|Jan\.?|Feb\.?|Mar\.?|Apr\.?|Jun\.?|Jul\.?|Aug\.?|Sept?\.?|Oct\.?|Nov\.?|Dec\.?)"
 )
 _YEAR = r"(?:1[89]\d\d|20\d\d)"
+_COUNT_NOUNS = "|".join(COUNT_NOUNS)
 _AMOUNT = r"\d+(?:,\d{2,3})*(?:\.\d+)?"
 _NUMWORD = (
     r"(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|"
@@ -1111,6 +209,7 @@ _ACT = (
     rf"{_START}(?:{_CAP}{_WS}(?:(?:of|for|and|on|the|to|in|&){_WS})*)+{_ACT_HEAD}(?![\w-])"
     rf"(?:,?{_WS}(?:\d{{1,3}}{_WS}of{_WS})?{_YEAR}\b)?"  # "Arms Act, 1959", "Punjab Act 22 of 1983"
 )
+_GENERIC_ACT_WORDS = f"(?:{'|'.join(GENERIC_ACT_WORDS)})"
 _GENERIC_ACT = rf"(?:{_GENERIC_ACT_WORDS}{_WS}(?:(?:or|and){_WS})?)+{_ACT_HEAD}"
 _SECTION_NUM = r"\d+[A-Z]?(?:\(\w{1,4}\))*"
 _SECTION_NUMS = rf"{_SECTION_NUM}(?:(?:{_OWS},{_OWS}|{_WS}(?:and|or|to|&){_WS}|/){_SECTION_NUM})*"
@@ -1157,26 +256,26 @@ def _next_word(text: str, end: int) -> str:
 def _company_ok(text: str) -> bool:
     # "Group" or "The Company" alone (after trimming) is a reference, not a name.
     words = text.split()
-    return len(words) > 1 and words[0].casefold() not in _NOT_COMPANY_WORDS
+    return len(words) > 1 and words[0].casefold() not in NOT_COMPANY_WORDS
 
 
 def _drug_ok(text: str, start: int, end: int) -> bool:
     low = text[start:end].casefold()
-    if low in _ENDOGENOUS and _next_word(text, end).casefold() in _PHYSIOLOGY_NOUNS:
+    if low in ENDOGENOUS and _next_word(text, end).casefold() in PHYSIOLOGY_NOUNS:
         return False
-    return low not in _NOT_DRUGS and not low.endswith(("peptide", "nucleotide"))
+    return low not in NOT_DRUGS and not low.endswith(("peptide", "nucleotide"))
 
 
 @_span_check
 def _disease_ok(text: str) -> bool:
     words = text.split()
-    if words[-1].casefold() in _NOT_DISEASE_WORDS:
+    if words[-1].casefold() in NOT_DISEASE_WORDS:
         return False
     # "disease", "syndrome", "cancer" alone (after trimming "the", "severe", ...) or after
     # generic qualifiers only ("advanced disease", "benign lesions") name nothing.
     if re.fullmatch(_DISEASE_NEEDS_MOD, words[-1].casefold()) is None:
         return True
-    return any(w.casefold() not in _GENERIC_DISEASE_MODIFIERS for w in words[:-1])
+    return any(w.casefold() not in GENERIC_DISEASE_MODIFIERS for w in words[:-1])
 
 
 @_span_check
@@ -1208,7 +307,7 @@ def _act_ok(text: str) -> bool:
 
 @_span_check
 def _ticker_ok(text: str) -> bool:
-    return text not in _ACRONYMS
+    return text not in ACRONYMS
 
 
 def _parenthesised_ticker_ok(text: str, start: int, end: int) -> bool:
@@ -1218,12 +317,12 @@ def _parenthesised_ticker_ok(text: str, start: int, end: int) -> bool:
     # is a ticker.
     symbol = text[start:end]
     words = re.findall(r"[A-Za-z]+", text[max(0, start - 120) : start])
-    content = [w for w in words if w not in _FUNCTION_WORDS]
-    while content and content[-1] in _CORPORATE_FORMS:
+    content = [w for w in words if w not in FUNCTION_WORDS]
+    while content and content[-1] in CORPORATE_FORMS:
         content.pop()
     n = len(symbol)
     spelled = {"".join(w[0] for w in ws[-n:]).upper() for ws in (words, content)}
-    return symbol not in _ACRONYMS and symbol not in spelled
+    return symbol not in ACRONYMS and symbol not in spelled
 
 
 def _gene_ok(text: str, start: int, end: int) -> bool:
@@ -1231,9 +330,9 @@ def _gene_ok(text: str, start: int, end: int) -> bool:
     m = re.match(r"[A-Z]+", symbol)
     assert m is not None  # the GENE pattern starts with a capital
     prefix = m.group()
-    if prefix in _NOT_GENE_PREFIXES:
+    if prefix in NOT_GENE_PREFIXES:
         return False
-    if re.fullmatch(r"[A-Z]{2}\d", symbol) and prefix not in _SHORT_GENE_PREFIXES:
+    if re.fullmatch(r"[A-Z]{2}\d", symbol) and prefix not in SHORT_GENE_PREFIXES:
         return False
     # "stage III-2", "grade I-2": roman numerals, not genes.
     return re.fullmatch(r"[IVX]+-\d+", symbol) is None
@@ -1241,9 +340,9 @@ def _gene_ok(text: str, start: int, end: int) -> bool:
 
 def _person_ok(text: str, start: int, end: int) -> bool:
     words = text[start:end].split()
-    if words[0] in STARTERS or words[-1] in _NOT_PERSON_WORDS:
+    if words[0] in STARTERS or words[-1] in NOT_PERSON_WORDS:
         return False
-    return _next_word(text, end) not in _NOT_PERSON_WORDS
+    return _next_word(text, end) not in NOT_PERSON_WORDS
 
 
 def _common_rules() -> list[_Rule]:
