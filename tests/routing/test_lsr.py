@@ -14,14 +14,16 @@ from peft import PeftModel
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from r2r.data.datamodule import QuerySet
 from r2r.models.backbones import Backbone, load_tiny
 from r2r.models.experts import add_lora
 from r2r.models.templates import QWEN3_RERANKER
-from r2r.routing import load_router
+from r2r.routing import build_router, load_router
 from r2r.routing.feature_router import FeatureRouter, LatentSemanticRouter
 from r2r.routing.features import FeatureCache, LatentFeaturizer, pool
 from r2r.routing.heads import make_head
 from r2r.routing.lit_router import RouterModule
+from r2r.types import LabelledQueries
 
 DOMAINS = ("legal", "medical", "finance")
 QUERIES = [
@@ -65,12 +67,12 @@ def adapted_features(model: nn.Module, featurizer: LatentFeaturizer) -> torch.Te
 
 
 # ----------------------------------------------------------------------------- featurizer
-def test_features_come_from_the_frozen_backbone_with_every_adapter_off() -> None:
+def test_features_come_from_the_frozen_backbone_with_every_adapter_off(lora) -> None:
     backbone = fresh_backbone()
     bare = LatentFeaturizer.from_backbone(backbone)(QUERIES)
     assert bare.shape == (3, 64) and bare.dtype == torch.float32
 
-    model = add_lora(backbone.model, r=4, alpha=8)  # injects LoRA into backbone.model in place
+    model = add_lora(backbone.model, **lora(r=4, alpha=8))  # injects LoRA into backbone.model
     perturb(model, seed=0)
     through_peft = LatentFeaturizer.from_backbone(backbone, model)
     # Built on the plain model before any expert existed (the pipeline's order).
@@ -82,7 +84,7 @@ def test_features_come_from_the_frozen_backbone_with_every_adapter_off() -> None
 
     perturb(model, seed=1)
     assert torch.equal(through_peft(QUERIES), bare)
-    add_lora(model, r=4, alpha=8, adapter_name="other")
+    add_lora(model, **lora(r=4, alpha=8), adapter_name="other")
     perturb(model, seed=2, adapter_name="other")
     model.set_adapter("other")
     assert (adapted_features(model, through_peft) - bare).abs().max() > 1e-2
@@ -92,9 +94,9 @@ def test_features_come_from_the_frozen_backbone_with_every_adapter_off() -> None
     assert through_peft.key == through_plain.key == LatentFeaturizer.from_backbone(backbone).key
 
 
-def test_featurizing_leaves_the_model_as_it_found_it() -> None:
+def test_featurizing_leaves_the_model_as_it_found_it(lora) -> None:
     backbone = fresh_backbone()
-    model = add_lora(backbone.model, r=4, alpha=8)
+    model = add_lora(backbone.model, **lora(r=4, alpha=8))
     perturb(model, seed=0)
     featurizer = LatentFeaturizer.from_backbone(backbone, model)
     for p in model.parameters():  # an inference-loaded expert: nothing trains
@@ -249,24 +251,23 @@ def test_router_module_logs_exact_validation_metrics() -> None:
     trainer = L.Trainer(
         accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
     )
-    (metrics,) = trainer.validate(
-        RouterModule(head, 3), DataLoader(TensorDataset(features, labels), batch_size=3)
-    )
-    assert metrics["router/val/accuracy"] == pytest.approx(3 / 4)
+    module = RouterModule(head, 3, lr=1e-3, weight_decay=0.0, log_prefix="lsr/")
+    (metrics,) = trainer.validate(module, DataLoader(TensorDataset(features, labels), batch_size=3))
+    assert sorted(metrics) == ["lsr/val/accuracy", "lsr/val/macro_f1"]
+    assert metrics["lsr/val/accuracy"] == pytest.approx(3 / 4)
     # F1 per class: 2/3 (p 1/2, r 1), 2/3 (p 1, r 1/2), 1.
-    assert metrics["router/val/macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
+    assert metrics["lsr/val/macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
 
 
 @pytest.mark.parametrize(("kind", "n_params"), [("linear", 8 * 3 + 3), ("mlp", 195)])
-def test_feature_router_learns_separable_clusters(kind: str, n_params: int) -> None:
+def test_feature_router_learns_separable_clusters(head_settings, kind: str, n_params: int) -> None:
     texts, labels, featurizer = clusters(n_per_class=25)
-    val_texts, val_labels = texts[::5], labels[::5]  # 5 held-out points per cluster
+    dev = LabelledQueries(tuple(texts[::5]), tuple(labels[::5]))  # 5 held out per cluster
     train = [(t, d) for i, (t, d) in enumerate(zip(texts, labels, strict=True)) if i % 5]
     texts, labels = [t for t, _ in train], [d for _, d in train]
-    router = FeatureRouter(
-        DOMAINS, featurizer, head=kind, hidden=16, epochs=30, lr=1e-2, batch_size=16, seed=0
-    )
-    router.fit(texts, labels, val_texts=val_texts, val_labels=val_labels)
+    settings = head_settings(head=kind, hidden=16, epochs=30, lr=1e-2, batch_size=16, seed=0)
+    router = FeatureRouter(DOMAINS, featurizer, **settings)
+    router.fit(QuerySet(LabelledQueries(tuple(texts), tuple(labels)), dev))
     probs = router.predict_proba(texts)
     assert probs.shape == (60, 3)
     assert probs.argmax(1).tolist() == router.label_ids(labels).tolist()
@@ -275,6 +276,7 @@ def test_feature_router_learns_separable_clusters(kind: str, n_params: int) -> N
     assert router.metrics["router/val/macro_f1"] == 1.0
     assert router.metrics["router/train/loss"] < 0.1
     assert router.n_params == n_params
+    assert router.steps == 30 * 4  # 60 training queries in batches of 16
     assert router.settings() == {
         "head": kind,
         "hidden": 16,
@@ -288,14 +290,13 @@ def test_feature_router_learns_separable_clusters(kind: str, n_params: int) -> N
     }
 
 
-def test_same_seed_same_head_and_the_callers_rng_is_untouched() -> None:
+def test_same_seed_same_head_and_the_callers_rng_is_untouched(head_settings) -> None:
     texts, labels, featurizer = clusters()
 
     def fit(seed: int) -> dict[str, torch.Tensor]:
-        router = FeatureRouter(
-            DOMAINS, featurizer, head="mlp", hidden=16, dropout=0.2, epochs=3, lr=1e-2, seed=seed
-        )
-        return router.fit(texts, labels).head.state_dict()
+        settings = head_settings(head="mlp", hidden=16, dropout=0.2, epochs=3, lr=1e-2, seed=seed)
+        router = FeatureRouter(DOMAINS, featurizer, **settings)
+        return router.fit(QuerySet.of(texts, labels)).head.state_dict()
 
     torch.manual_seed(123)
     expected_next = torch.rand(1)
@@ -309,19 +310,22 @@ def test_same_seed_same_head_and_the_callers_rng_is_untouched() -> None:
     assert not torch.equal(other["1.0.weight"], first["1.0.weight"])
 
 
-def test_feature_router_refuses_bad_input() -> None:
+def test_feature_router_refuses_bad_input(head_settings) -> None:
     texts, labels, featurizer = clusters(n_per_class=2)
-    router = FeatureRouter(DOMAINS, featurizer, epochs=1)
+    router = FeatureRouter(DOMAINS, featurizer, **head_settings(epochs=1))
     with pytest.raises(RuntimeError, match="not fitted"):
         router.predict_proba(texts)
     with pytest.raises(ValueError, match=r"\['tax'\] are not among"):
-        router.fit(texts, ["tax"] * len(texts))
-    with pytest.raises(ValueError, match="both val_texts and val_labels"):
-        router.fit(texts, labels, val_texts=texts)
+        router.fit(QuerySet.of(texts, ["tax"] * len(texts)))
+    dev = LabelledQueries(tuple(texts[:1]), ("tax",))
+    with pytest.raises(ValueError, match=r"queries of domains \['tax'\], which are not among"):
+        router.fit(QuerySet(LabelledQueries(tuple(texts), tuple(labels)), dev))
+    with pytest.raises(ValueError, match="cannot fit a router on zero queries"):
+        router.fit(QuerySet.of([], []))
     with pytest.warns(UserWarning, match=r"no training query for domains \['finance'\]"):
-        router.fit(texts[:4], labels[:4])
+        router.fit(QuerySet.of(texts[:4], labels[:4]))
     with pytest.raises(ValueError, match="unknown router head"):
-        FeatureRouter(DOMAINS, featurizer, head="svm")
+        FeatureRouter(DOMAINS, featurizer, **head_settings(head="svm"))
 
 
 # ----------------------------------------------------------------------------- LSR
@@ -343,12 +347,15 @@ def domain_texts() -> tuple[list[str], list[str]]:
     return texts, labels
 
 
-def test_latent_semantic_router_end_to_end(tmp_path: Path, backbone: Backbone) -> None:
+def test_latent_semantic_router_end_to_end(
+    tmp_path: Path, backbone: Backbone, router_factory
+) -> None:
     texts, labels = domain_texts()
     assert len(set(texts)) == 36
-    router = LatentSemanticRouter(
-        DOMAINS, backbone=backbone, epochs=30, lr=1e-2, batch_size=8, cache_dir=tmp_path / "cache"
-    ).fit(texts, labels)
+    factory = router_factory("lsr", epochs=30, lr=1e-2, batch_size=8)
+    router = build_router(factory, DOMAINS, backbone=backbone, cache_dir=tmp_path / "cache")
+    assert isinstance(router, LatentSemanticRouter)
+    router.fit(QuerySet.of(texts, labels))
     probs = router.predict_proba(texts)
     assert probs.shape == (36, 3) and probs.dtype == torch.float32
     assert probs.argmax(1).tolist() == router.label_ids(labels).tolist()
@@ -387,3 +394,29 @@ def test_latent_semantic_router_end_to_end(tmp_path: Path, backbone: Backbone) -
         load_router(folder)
     with pytest.raises(ValueError, match="fitted on the features of backbone 'tiny_qwen'"):
         load_router(folder, backbone=load_tiny("mistral", seed=0))
+
+
+def test_the_runs_trainer_settings_reach_router_training(
+    tmp_path: Path, backbone: Backbone, router_factory
+) -> None:
+    texts, labels = domain_texts()  # 36 queries: 5 batches of 8
+    factory = router_factory("lsr", epochs=3, batch_size=8)
+    data = QuerySet.of(texts, labels)
+
+    def fit(**trainer) -> LatentSemanticRouter:
+        router = build_router(factory, DOMAINS, backbone=backbone, cache_dir=tmp_path / "cache")
+        return router.fit(data, **trainer)
+
+    assert fit().steps == 3 * 5  # the quiet default trainer: every batch of every epoch
+    limited = fit(
+        trainer=lambda epochs: L.Trainer(
+            max_epochs=epochs,
+            limit_train_batches=1,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+    )
+    assert limited.steps == 3  # one batch per epoch

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from r2r.data.errors import DataError
-from r2r.models.backbones import load_tiny
 from r2r.rerank import main, read_requests
 from r2r.routing import OracleRouter
 from r2r.routing.system import RoutedReranker
@@ -42,11 +41,9 @@ ROWS = [
 
 
 @pytest.fixture(scope="module")
-def system_dir(random_experts, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    experts = random_experts(DOMAINS, scale=0.2)
-    system = RoutedReranker(
-        load_tiny("qwen", seed=0), experts, OracleRouter(DOMAINS), backbone_config=TINY
-    )
+def system_dir(random_experts, expert_bank, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    bank = expert_bank(random_experts(DOMAINS, scale=0.2))
+    system = RoutedReranker(bank, OracleRouter(DOMAINS), threshold=0.0, backbone_config=TINY)
     return system.save(tmp_path_factory.mktemp("system") / "system")
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from r2r.routing import NoRouter, OracleRouter, RandomRouter, load_router
+from r2r.data.datamodule import QuerySet
+from r2r.routing import NoRouter, OracleRouter, RandomRouter, build_router, load_router
 
 DOMAINS = ("legal", "medical", "finance")
 TEXTS = ["bail for murder", "dosage of aspirin", "dividend of ACME", "appeal dismissed"]
@@ -55,11 +56,25 @@ def test_save_and_load_round_trip(tmp_path: Path, router) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "kind", "settings"),
+    [("oracle", OracleRouter, {}), ("none", NoRouter, {}), ("random", RandomRouter, {"seed": 0})],
+)
+def test_build_router_from_the_shipped_configs(router_factory, name, kind, settings) -> None:
+    # Deps the constructor does not take (no rule-based router reads a backbone) are dropped.
+    router = build_router(router_factory(name), DOMAINS, backbone=object(), cache_dir="unused")
+    assert type(router) is kind and router.kind == name and router.domains == DOMAINS
+    assert router.settings() == settings
+    assert router.fit(QuerySet.of(TEXTS, ["legal", "medical", "finance", "legal"])) is router
+
+
 def test_bad_routers_and_folders(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="distinct domains"):
-        RandomRouter(("legal", "legal"))
-    with pytest.raises(ValueError, match="2 queries but 1 labels"):
-        OracleRouter(DOMAINS).fit(["a", "b"], ["legal"])
+        RandomRouter(("legal", "legal"), seed=0)
+    with pytest.raises(ValueError, match="2 queries but 1 domains"):
+        QuerySet.of(["a", "b"], ["legal"])
+    with pytest.raises(ValueError, match=r"labels \['tax'\] are not among"):
+        OracleRouter(DOMAINS).fit(QuerySet.of(["a", "b"], ["legal", "tax"]))
     with pytest.raises(FileNotFoundError, match=r"no router\.json"):
         load_router(tmp_path)
     (tmp_path / "router.json").write_text('{"kind": "crystal_ball", "domains": ["legal"]}')

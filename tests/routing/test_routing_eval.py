@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from r2r.data.datamodule import QuerySet
 from r2r.evaluation import evaluate
-from r2r.models.backbones import load_tiny
-from r2r.routing import NoRouter, OracleRouter, RandomRouter
+from r2r.models.experts import ExpertBank
+from r2r.routing import NoRouter, OracleRouter, RandomRouter, Router
 from r2r.routing.evaluation import (
     evaluate_router,
     forgetting,
@@ -40,23 +41,27 @@ LISTS = [
 
 
 @pytest.fixture(scope="module")
-def system(random_experts) -> RoutedReranker:
-    experts = random_experts(DOMAINS, scale=0.3)
-    return RoutedReranker(load_tiny("qwen", seed=0), experts, OracleRouter(DOMAINS))
+def bank(random_experts, expert_bank) -> ExpertBank:
+    return expert_bank(random_experts(DOMAINS, scale=0.3))
 
 
 @pytest.fixture(scope="module")
-def matrix(system: RoutedReranker):
-    return score_matrix(system, LISTS, progress=False)
+def matrix(bank: ExpertBank):
+    return score_matrix(bank, DOMAINS, LISTS, progress=False)
 
 
-def test_every_list_is_scored_under_every_expert_and_the_base(system, matrix) -> None:
+def evaluated(name: str, router: Router, bank: ExpertBank, matrix, **kw):
+    """`router`'s row: one system per router, all over the same bank."""
+    return evaluate_router(name, RoutedReranker(bank, router, threshold=0.0), matrix, **kw)
+
+
+def test_every_list_is_scored_under_every_expert_and_the_base(bank, matrix) -> None:
     assert list(matrix.scored) == [None, "legal", "medical"]
     for expert, items in matrix.scored.items():
         assert [s.candidates for s in items] == LISTS
         assert len(matrix.seconds[expert]) == 4 and all(t > 0 for t in matrix.seconds[expert])
         c = LISTS[2]
-        alone = system.score(expert, [c.query.text] * 3, [p.content for p in c.passages])
+        alone = bank.score(expert, [c.query.text] * 3, [p.content for p in c.passages])
         assert list(items[2].scores) == pytest.approx(alone, abs=1e-5)
     # The experts change the scores.
     assert matrix.scored["legal"][0].scores != pytest.approx(matrix.scored[None][0].scores)
@@ -76,8 +81,9 @@ def test_forgetting_table_holds_each_expert_on_each_domain(matrix) -> None:
     )
 
 
-def test_routed_rows_select_from_the_matrix(system, matrix) -> None:
-    oracle = evaluate_router("oracle", OracleRouter(DOMAINS), system, matrix)
+def test_routed_rows_select_from_the_matrix(bank, matrix) -> None:
+    oracle = evaluated("oracle", OracleRouter(DOMAINS), bank, matrix, fit_s=1.5)
+    assert (oracle.name, oracle.fit_s) == ("oracle", 1.5)
     assert oracle.experts == ["legal", "legal", "medical", "medical"]
     assert (oracle.accuracy, oracle.macro_f1, oracle.n_params) == (100.0, 100.0, 0)
     diagonal = [matrix.scored[c.domain][i] for i, c in enumerate(LISTS)]
@@ -87,11 +93,12 @@ def test_routed_rows_select_from_the_matrix(system, matrix) -> None:
     )
     assert oracle.routing_s > 0 and oracle.time_fraction == oracle.routing_s / oracle.reranking_s
 
-    bare = evaluate_router("none", NoRouter(DOMAINS), system, matrix)
+    bare = evaluated("none", NoRouter(DOMAINS), bank, matrix)
+    assert bare.fit_s == 0.0
     assert bare.experts == [None] * 4 and bare.accuracy is None and bare.macro_f1 is None
     assert bare.metrics == forgetting(matrix)["base"]
 
-    rand = evaluate_router("random", RandomRouter(DOMAINS, seed=0), system, matrix)
+    rand = evaluated("random", RandomRouter(DOMAINS, seed=0), bank, matrix)
     picks = [
         DOMAINS[int(row.argmax())]
         for row in RandomRouter(DOMAINS, seed=0).predict_proba([c.query.text for c in LISTS])
@@ -129,15 +136,18 @@ class Counting:
         return torch.eye(2)[[domain[t] for t in texts]]
 
 
-def test_routing_is_timed_without_the_feature_cache(system, matrix, tmp_path: Path) -> None:
+def test_routing_is_timed_without_the_feature_cache(
+    bank, matrix, head_settings, tmp_path: Path
+) -> None:
     """The pooled queries' features are in the cache (fitted on the same texts); timing
     must still compute them, as a deployed router does, after a one-query warm-up."""
     featurizer, cache = Counting(), FeatureCache(tmp_path)
-    router = FeatureRouter(DOMAINS, featurizer, cache=cache, epochs=50, lr=0.1, seed=0)
+    settings = head_settings(epochs=50, lr=0.1, seed=0)
+    router = FeatureRouter(DOMAINS, featurizer, cache=cache, **settings)
     texts = [c.query.text for c in LISTS]
-    router.fit(texts, [c.domain for c in LISTS])
+    router.fit(QuerySet.of(texts, [c.domain for c in LISTS]))
     assert featurizer.calls == [texts]  # computed once, now cached
-    result = evaluate_router("lsr", router, system, matrix)
+    result = evaluated("lsr", router, bank, matrix)
     assert featurizer.calls == [texts, texts[:1], texts]
     assert router.cache is cache
     assert result.experts == ["legal", "legal", "medical", "medical"]

@@ -8,11 +8,11 @@ import pytest
 import torch
 from peft import PeftModel
 
-from r2r.data.datamodule import PairEncoder
 from r2r.models.backbones import load_tiny
 from r2r.models.scorer import RerankerScorer
+from r2r.models.templates import PairEncoder
 from r2r.routing import OracleRouter, Router
-from r2r.routing.system import RoutedReranker
+from r2r.routing.system import RoutedReranker, route
 from r2r.types import Passage
 
 DOMAINS = ("legal", "medical", "finance")
@@ -65,8 +65,23 @@ def reference_scores(folder: Path | None, query: str, docs: list[str]) -> list[f
         return scorer(batch["input_ids"], batch["attention_mask"]).tolist()
 
 
-def test_the_active_expert_is_the_routed_one(expert_dirs) -> None:
-    system = RoutedReranker(tiny(), expert_dirs, OracleRouter(DOMAINS), inputs=INPUTS)
+def test_route_picks_the_top_expert_or_the_bare_backbone() -> None:
+    probs = torch.tensor([[0.9, 0.05, 0.05], [0.2, 0.5, 0.3], [0.25, 0.3, 0.45], [0.0, 0.0, 0.0]])
+    # A top probability at the threshold routes, one under it does not; a zero row (router
+    # `none`) never routes, whatever the threshold.
+    picks = [expert for expert, _ in route(probs, DOMAINS, threshold=0.5)]
+    assert picks == ["legal", "medical", None, None]
+    picks = [expert for expert, _ in route(probs, DOMAINS, threshold=0.0)]
+    assert picks == ["legal", "medical", "finance", None]
+    assert route(probs[:1], DOMAINS, threshold=0.0)[0][1] == pytest.approx(
+        {"legal": 0.9, "medical": 0.05, "finance": 0.05}
+    )
+
+
+def test_the_active_expert_is_the_routed_one(expert_dirs, expert_bank) -> None:
+    bank = expert_bank(expert_dirs, **INPUTS)
+    system = RoutedReranker(bank, OracleRouter(DOMAINS), threshold=0.0)
+    assert system.experts == list(DOMAINS) and system.bank is bank
     results = system.rerank_batch(ITEMS, true_domains=TRUTH)
     for (query, docs), truth, result in zip(ITEMS, TRUTH, results, strict=True):
         assert result.expert == truth
@@ -78,18 +93,19 @@ def test_the_active_expert_is_the_routed_one(expert_dirs) -> None:
         other = reference_scores(expert_dirs[DOMAINS[DOMAINS.index(truth) - 1]], query, docs)
         assert [r.score for r in got] != pytest.approx(other, abs=1e-3)
     # The bare backbone, with the adapters loaded but disabled.
-    bare = [system.score(None, [ITEMS[0][0]] * 3, ITEMS[0][1])]
+    bare = [system.bank.score(None, [ITEMS[0][0]] * 3, ITEMS[0][1])]
     assert bare[0] == pytest.approx(reference_scores(None, *ITEMS[0]), abs=1e-5)
 
 
-def test_batch_reranking_equals_one_query_at_a_time(expert_dirs) -> None:
+def test_batch_reranking_equals_one_query_at_a_time(expert_dirs, expert_bank) -> None:
     table = {
         ITEMS[0][0]: [0.9, 0.05, 0.05],
         ITEMS[1][0]: [0.2, 0.5, 0.3],
         ITEMS[2][0]: [0.1, 0.1, 0.8],
         ITEMS[3][0]: [0.6, 0.2, 0.2],
     }
-    system = RoutedReranker(tiny(), expert_dirs, FixedRouter(DOMAINS, table), threshold=0.55)
+    router = FixedRouter(DOMAINS, table)
+    system = RoutedReranker(expert_bank(expert_dirs), router, threshold=0.55)
     batch = system.rerank_batch(ITEMS, top_n=2)
     single = [system.rerank(q, docs, top_n=2) for q, docs in ITEMS]
     # Query 1's top probability (0.5) is under the threshold: the bare backbone scores it.
@@ -104,8 +120,8 @@ def test_batch_reranking_equals_one_query_at_a_time(expert_dirs) -> None:
         assert many.ranking[0].score >= many.ranking[1].score
 
 
-def test_results_carry_document_ids_and_the_full_ranking(expert_dirs) -> None:
-    system = RoutedReranker(tiny(), expert_dirs, OracleRouter(DOMAINS))
+def test_results_carry_document_ids_and_the_full_ranking(expert_dirs, expert_bank) -> None:
+    system = RoutedReranker(expert_bank(expert_dirs), OracleRouter(DOMAINS), threshold=0.0)
     docs = [Passage("d7", "the court granted bail"), Passage("d2", "aspirin", title="drug")]
     result = system.rerank("bail granted", docs, true_domain="legal")
     assert sorted(r.id for r in result.ranking) == ["d2", "d7"]
@@ -114,14 +130,15 @@ def test_results_carry_document_ids_and_the_full_ranking(expert_dirs) -> None:
         system.rerank("bail", docs, top_n=0, true_domain="legal")
 
 
-def test_save_and_load_round_trip(expert_dirs, tmp_path: Path) -> None:
-    system = RoutedReranker(
-        tiny(), expert_dirs, OracleRouter(DOMAINS), inputs=INPUTS, backbone_config=TINY
-    )
+def test_save_and_load_round_trip(expert_dirs, expert_bank, tmp_path: Path) -> None:
+    bank = expert_bank(expert_dirs, **INPUTS)
+    system = RoutedReranker(bank, OracleRouter(DOMAINS), threshold=0.0, backbone_config=TINY)
     before = system.rerank_batch(ITEMS, top_n=3, true_domains=TRUTH)
     folder = system.save(tmp_path / "system")
     assert sorted(p.name for p in folder.iterdir()) == ["experts", "router", "system.json"]
     again = RoutedReranker.load(folder)
+    assert (again.experts, again.threshold) == (list(DOMAINS), 0.0)
+    assert (again.bank.inputs, again.bank.batch_size) == (bank.inputs, bank.batch_size)
     after = again.rerank_batch(ITEMS, top_n=3, true_domains=TRUTH)
     assert [r.expert for r in after] == [r.expert for r in before]
     for a, b in zip(after, before, strict=True):
@@ -129,13 +146,14 @@ def test_save_and_load_round_trip(expert_dirs, tmp_path: Path) -> None:
         assert [r.score for r in a.ranking] == pytest.approx([r.score for r in b.ranking], abs=1e-6)
 
 
-def test_bad_systems(expert_dirs, tmp_path: Path) -> None:
-    partial = {"legal": expert_dirs["legal"]}
+def test_bad_systems(expert_dirs, expert_bank, tmp_path: Path) -> None:
+    partial = expert_bank({"legal": expert_dirs["legal"]})
     with pytest.raises(ValueError, match=r"routes to \['finance', 'medical'\]"):
-        RoutedReranker(tiny(), partial, OracleRouter(DOMAINS))
+        RoutedReranker(partial, OracleRouter(DOMAINS), threshold=0.0)
+    bank = expert_bank(expert_dirs)
     with pytest.raises(ValueError, match="threshold"):
-        RoutedReranker(tiny(), expert_dirs, OracleRouter(DOMAINS), threshold=1.5)
+        RoutedReranker(bank, OracleRouter(DOMAINS), threshold=1.5)
     with pytest.raises(FileNotFoundError, match=r"no system\.json"):
         RoutedReranker.load(tmp_path)
     with pytest.raises(ValueError, match="needs backbone_config"):
-        RoutedReranker(tiny(), expert_dirs, OracleRouter(DOMAINS)).save(tmp_path / "s")
+        RoutedReranker(bank, OracleRouter(DOMAINS), threshold=0.0).save(tmp_path / "s")

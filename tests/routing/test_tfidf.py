@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
 
-from r2r.routing import load_router
+from r2r.data.datamodule import QuerySet
+from r2r.routing import build_router, load_router
 from r2r.routing.tfidf import ARRAYS_FILE, VOCAB_FILE, TfidfRouter
 
 # Three domains with disjoint vocabularies; `domains` is deliberately not in sorted order.
@@ -54,8 +56,16 @@ LABELS = [d for d in DOMAINS for _ in CORPUS[d]]
 
 
 @pytest.fixture(scope="module")
-def router() -> TfidfRouter:
-    return TfidfRouter(DOMAINS).fit(TEXTS, LABELS)
+def tfidf(router_factory) -> Callable[..., TfidfRouter]:
+    """An unfitted router over `domains` with the shipped settings, `overrides` replacing them."""
+    return lambda domains=DOMAINS, **overrides: build_router(
+        router_factory("tfidf", **overrides), domains
+    )
+
+
+@pytest.fixture(scope="module")
+def router(tfidf) -> TfidfRouter:
+    return tfidf().fit(QuerySet.of(TEXTS, LABELS))
 
 
 def test_learns_train_set_and_routes_unseen_texts(router: TfidfRouter) -> None:
@@ -70,12 +80,12 @@ def test_learns_train_set_and_routes_unseen_texts(router: TfidfRouter) -> None:
     ]
 
 
-def test_columns_follow_domains_not_sorted_order(router: TfidfRouter) -> None:
+def test_columns_follow_domains_not_sorted_order(router: TfidfRouter, tfidf) -> None:
     assert router.classes == ("finance", "legal", "medical")  # sklearn sorts its classes
     probs = router.predict_proba(CORPUS["medical"][:1] + CORPUS["legal"][:1])
     assert probs.argmax(1).tolist() == [0, 1]  # medical is column 0, legal column 1
     # The same model over sorted domains gives the same numbers, columns permuted.
-    sorted_router = TfidfRouter(sorted(DOMAINS)).fit(TEXTS, LABELS)
+    sorted_router = tfidf(sorted(DOMAINS)).fit(QuerySet.of(TEXTS, LABELS))
     torch.testing.assert_close(
         sorted_router.predict_proba(TEXTS)[:, [2, 1, 0]], router.predict_proba(TEXTS)
     )
@@ -95,11 +105,11 @@ def test_rows_sum_to_one_and_match_sklearn(router: TfidfRouter) -> None:
     assert router.predict_proba([]).shape == (0, 3)
 
 
-def test_n_params_is_vocab_times_domains_plus_bias(router: TfidfRouter) -> None:
+def test_n_params_is_vocab_times_domains_plus_bias(router: TfidfRouter, tfidf) -> None:
     vocab_size = len(router.vectorizer.vocabulary_)
     assert vocab_size == 193  # distinct uni+bigrams of the corpus (1-letter tokens dropped)
     assert router.n_params == vocab_size * 3 + 3
-    assert TfidfRouter(DOMAINS).n_params == 0
+    assert tfidf().n_params == 0
 
 
 def test_save_load_round_trip_is_identical(router: TfidfRouter, tmp_path) -> None:
@@ -142,10 +152,10 @@ def test_load_reports_missing_and_inconsistent_files(router: TfidfRouter, tmp_pa
         load_router(tmp_path / "r")
 
 
-def test_binary_problem_routes_and_round_trips(tmp_path) -> None:
+def test_binary_problem_routes_and_round_trips(tmp_path, tfidf) -> None:
     texts = CORPUS["legal"] + CORPUS["finance"]
     labels = ["legal"] * 10 + ["finance"] * 10
-    router = TfidfRouter(("legal", "finance")).fit(texts, labels)
+    router = tfidf(("legal", "finance")).fit(QuerySet.of(texts, labels))
     assert router.coef.shape[0] == 1  # sklearn's single binary logit
     probs = router.predict_proba(texts)
     assert probs.argmax(1).tolist() == [0] * 10 + [1] * 10
@@ -154,11 +164,11 @@ def test_binary_problem_routes_and_round_trips(tmp_path) -> None:
     torch.testing.assert_close(loaded.predict_proba(texts), probs, rtol=0, atol=1e-6)
 
 
-def test_domain_absent_from_training_warns_and_gets_zero(tmp_path) -> None:
+def test_domain_absent_from_training_warns_and_gets_zero(tmp_path, tfidf) -> None:
     texts = CORPUS["legal"] + CORPUS["finance"]
     labels = ["legal"] * 10 + ["finance"] * 10
     with pytest.warns(UserWarning, match=r"no training query for domains \['medical'\]"):
-        router = TfidfRouter(DOMAINS).fit(texts, labels)
+        router = tfidf().fit(QuerySet.of(texts, labels))
     probs = router.predict_proba([*texts, "patient fever diagnosis"])
     assert probs[:, 0].tolist() == [0.0] * 21
     torch.testing.assert_close(probs.sum(1), torch.ones(21))
@@ -166,16 +176,16 @@ def test_domain_absent_from_training_warns_and_gets_zero(tmp_path) -> None:
     torch.testing.assert_close(loaded.predict_proba(texts), probs[:20], rtol=0, atol=1e-6)
 
 
-def test_bad_inputs_raise_clear_errors(router: TfidfRouter) -> None:
+def test_bad_inputs_raise_clear_errors(router: TfidfRouter, tfidf) -> None:
     with pytest.raises(ValueError, match=r"at least 2 domains, got \['legal'\]"):
-        TfidfRouter(DOMAINS).fit(CORPUS["legal"], ["legal"] * 10)
+        tfidf().fit(QuerySet.of(CORPUS["legal"], ["legal"] * 10))
     with pytest.raises(ValueError, match=r"labels \['sports'\] are not among"):
-        TfidfRouter(DOMAINS).fit(TEXTS[:2], ["legal", "sports"])
-    with pytest.raises(ValueError, match="3 queries but 2 labels"):
-        TfidfRouter(DOMAINS).fit(TEXTS[:3], LABELS[:2])
+        tfidf().fit(QuerySet.of(TEXTS[:2], ["legal", "sports"]))
+    with pytest.raises(ValueError, match="3 queries but 2 domains"):
+        QuerySet.of(TEXTS[:3], LABELS[:2])
     with pytest.raises(RuntimeError, match="not fitted"):
-        TfidfRouter(DOMAINS).predict_proba(["x"])
+        tfidf().predict_proba(["x"])
     with pytest.raises(TypeError, match="not one string"):
         router.predict_proba("patient fever")
     with pytest.raises(ValueError, match="C must be positive"):
-        TfidfRouter(DOMAINS, C=0)
+        tfidf(C=0)
