@@ -8,6 +8,7 @@ import torch
 
 from r2r.models.backbones import load_tiny
 from r2r.models.experts import add_lora, save_adapter
+from r2r.models.templates import QWEN3_RERANKER
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def random_experts(
         root = tmp_path_factory.mktemp("experts")
         out = {}
         for k, domain in enumerate(domains):
-            model = add_lora(load_tiny("qwen", seed=0).model, r=4, alpha=8)
+            model = add_lora(load_tiny("qwen", template=QWEN3_RERANKER, seed=0).model, r=4, alpha=8)
             gen = torch.Generator().manual_seed(k)
             with torch.no_grad():
                 for name, p in model.named_parameters():

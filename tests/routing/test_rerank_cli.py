@@ -9,6 +9,7 @@ import pytest
 
 from r2r.data.errors import DataError
 from r2r.models.backbones import load_tiny
+from r2r.models.templates import QWEN3_RERANKER
 from r2r.rerank import main, read_requests
 from r2r.routing import OracleRouter
 from r2r.routing.system import RoutedReranker
@@ -45,7 +46,10 @@ ROWS = [
 def system_dir(random_experts, tmp_path_factory: pytest.TempPathFactory) -> Path:
     experts = random_experts(DOMAINS, scale=0.2)
     system = RoutedReranker(
-        load_tiny("qwen", seed=0), experts, OracleRouter(DOMAINS), backbone_config=TINY
+        load_tiny("qwen", template=QWEN3_RERANKER, seed=0),
+        experts,
+        OracleRouter(DOMAINS),
+        backbone_config=TINY,
     )
     return system.save(tmp_path_factory.mktemp("system") / "system")
 

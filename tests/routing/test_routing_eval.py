@@ -10,6 +10,7 @@ import torch
 
 from r2r.evaluation import evaluate
 from r2r.models.backbones import load_tiny
+from r2r.models.templates import QWEN3_RERANKER
 from r2r.routing import NoRouter, OracleRouter, RandomRouter
 from r2r.routing.evaluation import (
     evaluate_router,
@@ -42,7 +43,9 @@ LISTS = [
 @pytest.fixture(scope="module")
 def system(random_experts) -> RoutedReranker:
     experts = random_experts(DOMAINS, scale=0.3)
-    return RoutedReranker(load_tiny("qwen", seed=0), experts, OracleRouter(DOMAINS))
+    return RoutedReranker(
+        load_tiny("qwen", template=QWEN3_RERANKER, seed=0), experts, OracleRouter(DOMAINS)
+    )
 
 
 @pytest.fixture(scope="module")
