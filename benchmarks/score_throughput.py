@@ -29,8 +29,8 @@ from r2r.models.templates import CHATML_RERANKER, QWEN3_RERANKER, encode_pairs
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 LOADERS = {
-    "tiny_qwen": lambda: load_tiny("qwen", template=QWEN3_RERANKER),
-    "tiny_mistral": lambda: load_tiny("mistral", template=QWEN3_RERANKER),
+    "tiny_qwen": lambda: load_tiny("qwen", template=QWEN3_RERANKER, seed=0),
+    "tiny_mistral": lambda: load_tiny("mistral", template=QWEN3_RERANKER, seed=0),
     "smollm2": lambda: load_gguf_smollm2(template=CHATML_RERANKER),
 }
 

@@ -68,7 +68,15 @@ def test_losses_instantiate_to_callables(make_cfg, loss: str) -> None:
 
 def test_mining_settings_instantiate(make_cfg) -> None:
     settings = instantiate(make_cfg("mining.top_k=7").mining)
-    assert settings == MiningSettings(top_k=7)
+    assert settings == MiningSettings(
+        top_k=7,
+        include_positives=False,
+        group_size=8,
+        hard_negatives=4,
+        hard_skip=0,
+        hard_depth=30,
+        seed=0,
+    )
 
 
 def test_trainers_instantiate(make_cfg) -> None:
@@ -85,11 +93,12 @@ def test_real_data_selects_domains(make_cfg) -> None:
 
 def test_every_router_config_builds(make_cfg) -> None:
     from r2r.models.backbones import load_tiny
+    from r2r.models.templates import QWEN3_RERANKER
     from r2r.routing import build_router
 
     cfg = make_cfg()
     assert list(cfg.routers) == ["none", "oracle", "lsr", "embedding_mlp", "tfidf", "random"]
-    backbone = load_tiny("qwen", seed=0)
+    backbone = load_tiny("qwen", template=QWEN3_RERANKER, seed=0)
     for name, spec in cfg.routers.items():
         settings = OmegaConf.to_container(spec, resolve=True)
         router = build_router(

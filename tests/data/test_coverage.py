@@ -179,8 +179,14 @@ def test_cli_figures_on_a_hand_counted_beir_folder(
             ["--data", "beir", "--folder", "{tmp}", "--domain", "sports"],
             "argument --domain: invalid choice: 'sports'",
         ),
+        # The mining settings are the run config's (conf/), Hydra overrides included.
+        (
+            ["--data", "beir", "--folder", "{tmp}", "--domain", "legal", "mining.group_size=1"],
+            "group_size must be >= 2 (1 positive + negatives), got 1",
+        ),
+        (["--data", "synthetic", "mining.top_kk=3"], "Could not override 'mining.top_kk'"),
     ],
-    ids=["missing-folder", "no-folder", "unknown-domain"],
+    ids=["missing-folder", "no-folder", "unknown-domain", "mining-override", "misspelt-override"],
 )
 def test_bad_input_exits_2_with_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str

@@ -12,8 +12,26 @@ from r2r.data.masking.strategies import EntityMasking
 from r2r.data.mining import BM25Miner, MiningSettings
 from r2r.data.synthetic import generate_all
 
-DATASETS = generate_all(["legal", "medical"], seed=0, n_test_seen_queries=20)
-MINER = BM25Miner(MiningSettings(top_k=10))
+DATASETS = generate_all(
+    ["legal", "medical"],
+    seed=0,
+    n_entities=40,
+    n_train_queries=160,
+    n_dev_queries=30,
+    n_test_queries=40,
+    n_test_seen_queries=20,
+)
+MINER = BM25Miner(
+    MiningSettings(
+        top_k=10,
+        include_positives=False,
+        group_size=8,
+        hard_negatives=4,
+        hard_skip=0,
+        hard_depth=30,
+        seed=0,
+    )
+)
 N_POSITIVE_IN_TOP10 = 76  # test queries whose positive BM25 ranks in the top 10
 PLACEHOLDER = re.compile(r"\[[A-Z]+_[A-Z]+\]")
 

@@ -7,6 +7,21 @@ import pytest
 from r2r.data.mining import BM25Miner, MiningSettings
 from r2r.types import Passage, Query, RetrievalDataset
 
+# The paper's mining (conf/config.yaml holds the run's); each test changes what it checks.
+PAPER = dict(
+    top_k=20,
+    include_positives=False,
+    group_size=8,
+    hard_negatives=4,
+    hard_skip=0,
+    hard_depth=30,
+    seed=0,
+)
+
+
+def settings(**changes: int | bool) -> MiningSettings:
+    return MiningSettings(**(PAPER | changes))
+
 
 def dataset() -> RetrievalDataset:
     texts = {
@@ -36,7 +51,7 @@ def dataset() -> RetrievalDataset:
 
 
 def test_candidate_lists_rank_by_bm25_with_id_tie_break() -> None:
-    miner = BM25Miner(MiningSettings(top_k=4))
+    miner = BM25Miner(settings(top_k=4))
     (lst,) = miner.candidate_lists(dataset(), "test")
     assert lst.query.id == "q3" and lst.domain == "medical"
     ids = [p.id for p in lst.passages]
@@ -49,15 +64,13 @@ def test_candidate_lists_rank_by_bm25_with_id_tie_break() -> None:
 
 
 def test_include_positives_appends_missing_positive() -> None:
-    (lst,) = BM25Miner(MiningSettings(top_k=1, include_positives=True)).candidate_lists(
-        dataset(), "test"
-    )
+    (lst,) = BM25Miner(settings(top_k=1, include_positives=True)).candidate_lists(dataset(), "test")
     assert [p.id for p in lst.passages] == ["a", "c"]
 
 
 def test_training_groups_shape_and_negatives() -> None:
-    settings = MiningSettings(group_size=4, hard_negatives=2, hard_skip=0, hard_depth=2, seed=3)
-    groups = BM25Miner(settings).training_groups(dataset())
+    mining = settings(group_size=4, hard_negatives=2, hard_skip=0, hard_depth=2, seed=3)
+    groups = BM25Miner(mining).training_groups(dataset())
     assert [(g.query.id, g.passages[0].id) for g in groups] == [("q1", "b"), ("q2", "e")]
     for g in groups:
         ids = [p.id for p in g.passages]
@@ -70,25 +83,31 @@ def test_training_groups_shape_and_negatives() -> None:
 
 def test_groups_are_seeded() -> None:
     s = dict(group_size=5, hard_negatives=1, hard_depth=5)
-    a = BM25Miner(MiningSettings(**s, seed=0)).training_groups(dataset())
-    b = BM25Miner(MiningSettings(**s, seed=0)).training_groups(dataset())
-    c = BM25Miner(MiningSettings(**s, seed=1)).training_groups(dataset())
+    a = BM25Miner(settings(**s, seed=0)).training_groups(dataset())
+    b = BM25Miner(settings(**s, seed=0)).training_groups(dataset())
+    c = BM25Miner(settings(**s, seed=1)).training_groups(dataset())
     assert a == b
     assert a != c
 
 
 def test_cache_round_trip_and_key(tmp_path: Path) -> None:
-    miner = BM25Miner(MiningSettings(top_k=3), cache_dir=tmp_path)
+    miner = BM25Miner(settings(top_k=3), cache_dir=tmp_path)
     first = miner.candidate_lists(dataset(), "test")
     assert len(list(tmp_path.iterdir())) == 1
     assert miner.candidate_lists(dataset(), "test") == first
     assert len(list(tmp_path.iterdir())) == 1  # same settings: served from the cache
-    BM25Miner(MiningSettings(top_k=2), cache_dir=tmp_path).candidate_lists(dataset(), "test")
+    BM25Miner(settings(top_k=2), cache_dir=tmp_path).candidate_lists(dataset(), "test")
     assert len(list(tmp_path.iterdir())) == 2  # a setting changed: a new entry
+
+
+def test_every_configured_setting_is_required() -> None:
+    # Their one home is the config: a missing value is an error, never a silent default.
+    with pytest.raises(TypeError, match="top_k"):
+        MiningSettings(**{k: v for k, v in PAPER.items() if k != "top_k"})
 
 
 def test_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="group_size"):
-        MiningSettings(group_size=1)
+        settings(group_size=1)
     with pytest.raises(ValueError, match="hard_negatives"):
-        MiningSettings(group_size=4, hard_negatives=4)
+        settings(group_size=4, hard_negatives=4)

@@ -296,7 +296,15 @@ def test_unknown_domain_is_a_clear_error() -> None:
 # ----------------------------------------------------------------------------- recall
 @functools.cache
 def labelled(domain: str) -> LabelledDataset:
-    return generate_labelled(domain, seed=0)
+    return generate_labelled(
+        domain,
+        seed=0,
+        n_entities=40,
+        n_train_queries=160,
+        n_dev_queries=30,
+        n_test_queries=40,
+        n_test_seen_queries=0,
+    )
 
 
 def recall(domain: str) -> dict[str, float]:

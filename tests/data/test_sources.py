@@ -158,7 +158,7 @@ def test_aila_errors(
 ) -> None:
     write_aila(tmp_path, **kwargs)
     with pytest.raises(DataError, match=message) as info:
-        aila.convert(tmp_path)
+        aila.convert(tmp_path, seed=0)
     assert (info.value.file, info.value.line, info.value.field) == (
         str(tmp_path / file),
         line,
@@ -170,7 +170,7 @@ def test_aila_missing_file(tmp_path: Path) -> None:
     write_aila(tmp_path)
     (tmp_path / "relevance_judgments_statutes.txt").unlink()
     with pytest.raises(DataError, match="missing file") as info:
-        aila.convert(tmp_path)
+        aila.convert(tmp_path, seed=0)
     assert info.value.file == str(tmp_path / "relevance_judgments_statutes.txt")
 
 
@@ -244,7 +244,7 @@ def test_pubmedqa_errors(
 ) -> None:
     (tmp_path / "ori_pqal.json").write_text(text, encoding="utf-8")
     with pytest.raises(DataError, match=message) as info:
-        pubmedqa.convert(tmp_path)
+        pubmedqa.convert(tmp_path, seed=0)
     assert (info.value.file, info.value.line, info.value.field) == (
         str(tmp_path / "ori_pqal.json"),
         line,
@@ -351,7 +351,7 @@ def tatqa_with(**changes: object) -> list[dict]:
 def test_tatqa_errors(tmp_path: Path, reports: list[dict], field: str, message: str) -> None:
     write_json(tmp_path, "tatqa_dataset_dev.json", reports)
     with pytest.raises(DataError, match=message) as info:
-        tatqa.convert(tmp_path)
+        tatqa.convert(tmp_path, seed=0)
     assert (info.value.file, info.value.line, info.value.field) == (
         str(tmp_path / "tatqa_dataset_dev.json"),
         None,
@@ -364,7 +364,7 @@ def test_tatqa_missing_key_names_the_question(tmp_path: Path) -> None:
     del reports[1]["questions"][0]["answer_from"]
     write_json(tmp_path, "tatqa_dataset_dev.json", reports)
     with pytest.raises(DataError, match="question q4: missing") as info:
-        tatqa.convert(tmp_path)
+        tatqa.convert(tmp_path, seed=0)
     assert info.value.field == "answer_from"
 
 
@@ -373,7 +373,7 @@ def test_tatqa_malformed_json_line(tmp_path: Path) -> None:
     line = text.splitlines().index('    "text": "Revenue grew.",') + 2  # the "}" after it
     (tmp_path / "tatqa_dataset_dev.json").write_text(text, encoding="utf-8")
     with pytest.raises(DataError, match="malformed JSON") as info:
-        tatqa.convert(tmp_path)
+        tatqa.convert(tmp_path, seed=0)
     assert info.value.line == line
 
 
@@ -393,7 +393,7 @@ def test_splits_are_seeded(tmp_path: Path, module) -> None:
 
 def test_fractions_are_passed_through(tmp_path: Path) -> None:
     write_json(tmp_path, "ori_pqal.json", PUBMEDQA)
-    dataset = pubmedqa.convert(tmp_path, fractions=(1.0, 0.0, 0.0))
+    dataset = pubmedqa.convert(tmp_path, seed=0, fractions=(1.0, 0.0, 0.0))
     assert sorted(dataset.qrels["train"]) == ["101", "102", "103"]
     assert dataset.qrels["dev"] == dataset.qrels["test"] == {}
 

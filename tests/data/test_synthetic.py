@@ -25,11 +25,15 @@ from r2r.data.synthetic.generator import pool_sizes, slots_of
 from r2r.types import DOMAINS, SPLITS
 
 WORD = re.compile(r"\w+")
+# The base benchmark these tests count on (a run's sizes live in conf/data/synthetic.yaml).
+SIZES = dict(
+    n_entities=40, n_train_queries=160, n_dev_queries=30, n_test_queries=40, n_test_seen_queries=0
+)
 
 
 @functools.cache
 def labelled(domain: str, seed: int = 0) -> LabelledDataset:
-    return generate_labelled(domain, seed=seed)
+    return generate_labelled(domain, seed=seed, **SIZES)
 
 
 def contains(text: str, entity: str) -> bool:
@@ -47,8 +51,8 @@ def docs_by_entity(domain: str) -> dict[str, list[str]]:
 # ----------------------------------------------------------------------------- determinism
 @pytest.mark.parametrize("domain", DOMAINS)
 def test_same_seed_same_dataset_different_seed_different(domain: str) -> None:
-    assert generate(domain, seed=7) == generate(domain, seed=7)
-    one, two = generate(domain, seed=7), generate(domain, seed=8)
+    assert generate(domain, seed=7, **SIZES) == generate(domain, seed=7, **SIZES)
+    one, two = generate(domain, seed=7, **SIZES), generate(domain, seed=8, **SIZES)
     assert one.corpus != two.corpus
     assert one.queries != two.queries
 
@@ -76,7 +80,9 @@ def test_output_is_pinned_across_processes() -> None:
 
 
 def test_generate_all_matches_per_domain_generation() -> None:
-    sizes = dict(n_entities=12, n_train_queries=40, n_dev_queries=8, n_test_queries=10)
+    sizes = dict(
+        n_entities=12, n_train_queries=40, n_dev_queries=8, n_test_queries=10, n_test_seen_queries=0
+    )
     both = generate_all(["medical", "finance"], seed=3, **sizes)
     assert list(both) == ["medical", "finance"]
     assert both["finance"] == generate("finance", seed=3, **sizes)
@@ -85,7 +91,7 @@ def test_generate_all_matches_per_domain_generation() -> None:
 
 # ----------------------------------------------------------------------------- sizes
 @pytest.mark.parametrize("domain", DOMAINS)
-def test_default_sizes(domain: str) -> None:
+def test_base_sizes(domain: str) -> None:
     data = labelled(domain).dataset
     validate(data)
     assert (data.name, data.domain) == (f"synthetic-{domain}", domain)
@@ -112,14 +118,20 @@ def test_pool_sizes_follow_query_counts_and_reject_too_few_entities() -> None:
         "train": 8,
     }
     with pytest.raises(ValueError, match="n_entities=20 cannot hold 160 train queries"):
-        generate("legal", seed=0, n_entities=20)
+        generate("legal", seed=0, **(SIZES | {"n_entities": 20}))
     with pytest.raises(ValueError, match="unknown domain 'tax'"):
-        generate("tax", seed=0)
+        generate("tax", seed=0, **SIZES)
 
 
 def test_custom_sizes() -> None:
     data = generate(
-        "finance", seed=1, n_entities=10, n_train_queries=20, n_dev_queries=5, n_test_queries=7
+        "finance",
+        seed=1,
+        n_entities=10,
+        n_train_queries=20,
+        n_dev_queries=5,
+        n_test_queries=7,
+        n_test_seen_queries=0,
     )
     assert len(data.corpus) == 70
     assert [len(data.qrels[s]) for s in SPLITS] == [20, 5, 7]
@@ -203,8 +215,8 @@ def test_test_entities_never_occur_in_training(domain: str) -> None:
 
 @pytest.mark.parametrize("domain", DOMAINS)
 def test_seen_split_asks_new_pairs_about_training_entities(domain: str) -> None:
-    plain = generate_labelled(domain, seed=0)
-    data = generate_labelled(domain, seed=0, n_test_seen_queries=30)
+    plain = generate_labelled(domain, seed=0, **SIZES)
+    data = generate_labelled(domain, seed=0, **(SIZES | {"n_test_seen_queries": 30}))
     # Adding the split leaves the other splits (ids, texts, judgments) as they were.
     assert {k: v for k, v in data.dataset.queries.items() if k in plain.dataset.queries} == (
         plain.dataset.queries
@@ -228,14 +240,15 @@ def test_seen_split_asks_new_pairs_about_training_entities(domain: str) -> None:
             data.queries[qid].entity,
             data.queries[qid].relation,
         )
-    assert generate_labelled(domain, seed=0, n_test_seen_queries=30) == data
+    assert generate_labelled(domain, seed=0, **(SIZES | {"n_test_seen_queries": 30})) == data
 
 
 def test_seen_split_needs_unasked_training_pairs() -> None:
     # 40 entities: a train pool of 28 x 7 = 196 pairs, 160 of them asked -> 36 left.
-    assert len(generate("legal", seed=0, n_test_seen_queries=36).qrels[SEEN_SPLIT]) == 36
+    seen = generate("legal", seed=0, **(SIZES | {"n_test_seen_queries": 36})).qrels[SEEN_SPLIT]
+    assert len(seen) == 36
     with pytest.raises(ValueError, match=r"37 test_seen queries .* there are 36"):
-        generate("legal", seed=0, n_test_seen_queries=37)
+        generate("legal", seed=0, **(SIZES | {"n_test_seen_queries": 37}))
 
 
 PATTERNS = {
@@ -272,7 +285,9 @@ def test_every_entity_type_appears_in_the_expected_form(domain: str) -> None:
         pattern = PATTERNS[domain].get(entity_type)
         if pattern is not None:
             assert all(re.match(pattern, s) for s in strings), (entity_type, strings[:5])
-    assert entities(domain, seed=0) == {t: list(s) for t, s in data.gazetteer.items()}
+    assert entities(domain, seed=0, n_entities=40) == {
+        t: list(s) for t, s in data.gazetteer.items()
+    }
     assert len(data.gazetteer["PERSON"]) >= 37
 
 
@@ -311,7 +326,7 @@ def test_echo_cues_name_the_positive_and_distractors_a_hard_negative(domain: str
 
 def test_cue_rates_can_differ_per_split() -> None:
     data = generate_labelled(
-        "medical", seed=0, echo_rate={"train": 1.0}, distractor_rate={"test": 1.0}
+        "medical", seed=0, **SIZES, echo_rate={"train": 1.0}, distractor_rate={"test": 1.0}
     )
     mentions = {s: {q.mention for q in data.queries.values() if q.split == s} for s in SPLITS}
     # Train: every query about a relation with a key entity echoes it; the rest stay plain.

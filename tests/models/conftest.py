@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from r2r.models.backbones import Backbone, load_tiny
+from r2r.models.templates import QWEN3_RERANKER
 
 QUERIES = ["what is the statute of limitations", "side effects of a drug?", "q3 revenue"]
 DOCUMENTS = [
@@ -23,9 +24,9 @@ def pairs() -> tuple[list[str], list[str]]:
 
 @pytest.fixture(scope="session")
 def tiny_qwen() -> Backbone:
-    return load_tiny("qwen", seed=0)
+    return load_tiny("qwen", template=QWEN3_RERANKER, seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_mistral() -> Backbone:
-    return load_tiny("mistral", seed=0)
+    return load_tiny("mistral", template=QWEN3_RERANKER, seed=0)

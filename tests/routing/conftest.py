@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from r2r.models.backbones import load_tiny
 from r2r.models.experts import ExpertBank, add_lora, save_adapter
+from r2r.models.templates import QWEN3_RERANKER
 from r2r.routing import FeatureRouter, Router
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -72,7 +73,7 @@ def expert_bank() -> Callable[..., ExpertBank]:
     def make(adapters: dict[str, Path], **inputs: Any) -> ExpertBank:
         cfg = OmegaConf.load(CONF / "config.yaml")
         return ExpertBank(
-            load_tiny("qwen", seed=0),
+            load_tiny("qwen", template=QWEN3_RERANKER, seed=0),
             adapters,
             inputs={**OmegaConf.to_container(cfg.inputs), **inputs},
             batch_size=cfg.datamodule.eval_batch_size,
@@ -92,7 +93,9 @@ def random_experts(
         root = tmp_path_factory.mktemp("experts")
         out = {}
         for k, domain in enumerate(domains):
-            model = add_lora(load_tiny("qwen", seed=0).model, **lora(r=4, alpha=8))
+            model = add_lora(
+                load_tiny("qwen", template=QWEN3_RERANKER, seed=0).model, **lora(r=4, alpha=8)
+            )
             gen = torch.Generator().manual_seed(k)
             with torch.no_grad():
                 for name, p in model.named_parameters():

@@ -152,7 +152,9 @@ def test_layer_pooling_template_and_truncation(backbone: Backbone) -> None:
         )
     }
     renamed = LatentFeaturizer(backbone.model, backbone.tokenizer, name="other")
-    reseeded = LatentFeaturizer.from_backbone(load_tiny("qwen", seed=1))  # same name, new weights
+    reseeded = LatentFeaturizer.from_backbone(
+        load_tiny("qwen", template=QWEN3_RERANKER, seed=1)
+    )  # same name, new weights
     assert len(keys | {renamed.key, reseeded.key}) == 7
 
     # Only query tokens are cut, the first `max_length` kept; the template stays whole.
@@ -393,7 +395,7 @@ def test_latent_semantic_router_end_to_end(
     with pytest.raises(ValueError, match="pass backbone="):
         load_router(folder)
     with pytest.raises(ValueError, match="fitted on the features of backbone 'tiny_qwen'"):
-        load_router(folder, backbone=load_tiny("mistral", seed=0))
+        load_router(folder, backbone=load_tiny("mistral", template=QWEN3_RERANKER, seed=0))
 
 
 def test_the_runs_trainer_settings_reach_router_training(

@@ -10,7 +10,7 @@ from peft import PeftModel
 
 from r2r.models.backbones import load_tiny
 from r2r.models.scorer import RerankerScorer
-from r2r.models.templates import PairEncoder
+from r2r.models.templates import QWEN3_RERANKER, PairEncoder
 from r2r.routing import OracleRouter, Router
 from r2r.routing.system import RoutedReranker, route
 from r2r.types import Passage
@@ -33,7 +33,7 @@ TRUTH = ["legal", "medical", "finance", "legal"]
 
 
 def tiny():
-    return load_tiny("qwen", seed=0)
+    return load_tiny("qwen", template=QWEN3_RERANKER, seed=0)
 
 
 @pytest.fixture(scope="module")

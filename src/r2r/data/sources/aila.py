@@ -139,6 +139,6 @@ def read(raw: Path) -> RawSource:
 
 
 def convert(
-    raw: Path, *, seed: int = 0, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+    raw: Path, *, seed: int, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
 ) -> RetrievalDataset:
     return read(raw).to_dataset(seed=seed, fractions=fractions)

@@ -32,9 +32,9 @@ What the generator guarantees (tests/data/test_synthetic.py checks each):
   mapping (e.g. echo only in train) to build a shortcut that fails at test time.
 - `entities()` is the gazetteer of every typed string the documents contain, consistent with
   `generate()` for the same seed and n_entities; entity types per domain: `ENTITY_TYPES`.
-- Defaults per domain: 40 entities -> 280 documents; 160/30/40 train/dev/test queries drawn
-  from 28/5/7 entities. Documents run 25-60 words, plain queries 4-16 words (up to 30 with a
-  cue sentence).
+- Sizes are arguments without defaults (conf/data/synthetic.yaml holds the run's). E.g. 40
+  entities -> 280 documents; 160/30/40 train/dev/test queries drawn from 28/5/7 entities.
+  Documents run 25-60 words, plain queries 4-16 words (up to 30 with a cue sentence).
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ __all__ = [
     "MENTIONS",
     "RELATIONS",
     "SEEN_SPLIT",
+    "TOKENIZER_SIZES",
     "DocFact",
     "LabelledDataset",
     "QueryFact",
@@ -82,15 +83,16 @@ def generate(
     domain: str,
     *,
     seed: int,
-    n_entities: int = 40,
-    n_train_queries: int = 160,
-    n_dev_queries: int = 30,
-    n_test_queries: int = 40,
-    n_test_seen_queries: int = 0,
+    n_entities: int,
+    n_train_queries: int,
+    n_dev_queries: int,
+    n_test_queries: int,
+    n_test_seen_queries: int,
     echo_rate: Rate = 0.25,
     distractor_rate: Rate = 0.25,
 ) -> RetrievalDataset:
-    """The dataset `synthetic-{domain}`; `generate_labelled` adds the ground truth."""
+    """The dataset `synthetic-{domain}`; `generate_labelled` adds the ground truth. The sizes
+    have their one home in the config (conf/data/synthetic.yaml `sizes`): no defaults here."""
     return generate_labelled(
         domain,
         seed=seed,
@@ -111,19 +113,31 @@ def generate_all(
     return {d: generate(d, seed=seed, **options) for d in domains}
 
 
-def entities(domain: str, *, seed: int, n_entities: int = 40) -> dict[str, list[str]]:
+def entities(domain: str, *, seed: int, n_entities: int) -> dict[str, list[str]]:
     """Entity type -> the sorted strings of that type in `generate(domain, seed=seed, ...)`'s
     corpus (queries only name strings that the corpus contains)."""
     world = build_world(domain, seed=seed, n_entities=n_entities)
     return {t: list(values) for t, values in world.gazetteer.items()}
 
 
+# The datasets the tiny backbones' tokenizer is trained on: fixed with that vocabulary, so
+# not the config's sizes (changing these changes every tiny model's tokenizer).
+TOKENIZER_SIZES = {
+    "n_entities": 40,
+    "n_train_queries": 160,
+    "n_dev_queries": 30,
+    "n_test_queries": 40,
+    "n_test_seen_queries": 0,
+}
+
+
 def tokenizer_training_text() -> list[str]:
     """Texts covering the generator's vocabulary: every template, every word list and one
-    seed's default datasets (~250 KB); the tiny test backbones train their BPE on it."""
+    seed's datasets of `TOKENIZER_SIZES` (~250 KB); the tiny test backbones train their BPE
+    on it."""
     texts: list[str] = []
     for domain in DOMAINS:
-        labelled = generate_labelled(domain, seed=0)
+        labelled = generate_labelled(domain, seed=0, **TOKENIZER_SIZES)
         texts += [doc.text for doc in labelled.dataset.corpus.values()]
         texts += [query.text for query in labelled.dataset.queries.values()]
         world = build_world(domain, seed=0, n_entities=3)

@@ -1,0 +1,380 @@
+"""Every config node binds to the signature it feeds, and its values have one home (YAML).
+
+`binding_violations(cfg)` walks a composed config. A node with `_target_` is bound to that
+callable; a node without one is bound through `FEEDS` (the callables the pipeline passes its
+keys to); a value no callable reads must be listed in `READ_BY_PIPELINE`. Every key of a
+bound node must be a parameter of its callable (a misspelt or ignored key fails), and a
+parameter that a node of r2r's own sets must have no Python default: YAML is its one home.
+Third-party callables (lightning, torch, transformers, wandb) are checked for key names only.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hydra._internal.utils import _locate
+from omegaconf import DictConfig, OmegaConf
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+# Nodes without `_target_`, by path (`*`: any one key): the callables the pipeline passes
+# their keys to as keyword arguments (every key must fit each of them). Routers pick their
+# class by `kind` from r2r.routing.ROUTERS.
+FEEDS: dict[str, tuple[str, ...] | Callable[[dict], tuple[str, ...]]] = {
+    "inputs": ("r2r.data.datamodule.PairEncoder",),
+    "datamodule": ("r2r.data.datamodule.RerankDataModule",),
+    "lora": ("r2r.models.experts.add_lora", "r2r.models.experts.start_expert"),
+    "best_adapter": ("r2r.lit_reranker.BestAdapter",),
+    "routing": ("r2r.routing.system.RoutedReranker",),
+    "curriculum.stage1": ("r2r.pipeline.fit_adapter",),
+    "curriculum.stage1.trainer": ("lightning.Trainer",),
+    "routers.*": lambda node: (_router_class(node["kind"]),),
+}
+
+# Values no callable receives: the pipeline reads them itself (switches, labels, paths) or
+# they are interpolated into nodes that are bound (`INTERPOLATED`). A path covers its subtree.
+READ_BY_PIPELINE = (
+    "seed",
+    "domains",
+    "zero_shot",
+    "experts_from",
+    "mask_test",
+    "skip_finished",
+    "optimized_metric",
+    "paths",
+    "data.name",
+    "data.sizes",
+    "curriculum.name",
+    "curriculum.stage1.test",
+    "curriculum.stage1.from_adapter",
+    "routers.*.kind",
+    "routing.enabled",
+    "routing.deploy",
+)
+# Plain values that exist only to be interpolated: once any of a table's values is, all must
+# be (a table no node reads is dormant: debug=fast sets data.sizes for data=real too).
+INTERPOLATED = ("data.sizes",)
+
+# Nodes that only hold other nodes (each child is bound or read by the pipeline).
+CONTAINERS = ("", "data", "data.sources", "logger", "routers", "curriculum")
+
+# Callables that take **kwargs: where those go, and the names the callable fills itself.
+KWARGS_GO_TO: dict[str, tuple[str, frozenset[str]]] = {
+    "r2r.models.backbones.load_tiny": ("r2r.models.tiny.build_tiny", frozenset({"arch"})),
+    "r2r.models.templates.named_template": ("r2r.models.templates.PromptTemplate", frozenset()),
+    "r2r.models.experts.start_expert": ("r2r.models.experts.add_lora", frozenset({"model"})),
+    "r2r.routing.feature_router.LatentSemanticRouter": (
+        "r2r.routing.feature_router.FeatureRouter",
+        frozenset({"domains", "featurizer", "cache"}),
+    ),
+    "r2r.routing.feature_router.EmbeddingRouter": (
+        "r2r.routing.feature_router.FeatureRouter",
+        frozenset({"domains", "featurizer", "cache"}),
+    ),
+    "lightning.pytorch.loggers.wandb.WandbLogger": ("wandb.init", frozenset()),
+    "lightning.pytorch.strategies.ddp.DDPStrategy": (
+        "torch.nn.parallel.DistributedDataParallel",
+        frozenset({"module", "device_ids", "output_device"}),
+    ),
+}
+
+HYDRA_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
+
+# Modules being rewritten by the core developer: their violations are listed, not fixed here.
+CORE_MODULES = (
+    "r2r.losses",
+    "r2r.data.datamodule",
+    "r2r.lit_reranker",
+    "r2r.pipeline",
+    "r2r.routing",
+    "r2r.models.experts",
+    "r2r.models.templates",
+    "r2r.models.scorer",
+)
+CORE_NODES = (
+    "loss",
+    "routers",
+    "datamodule",
+    "inputs",
+    "lora",
+    "optimizer",
+    "scheduler",
+    "curriculum",
+    "routing",
+    "best_adapter",
+)
+
+# Today's violations of the nodes above, EXACTLY: remove an entry when its code is fixed (the
+# test then fails until you do); any new violation fails as any other.
+PENDING_CORE = {
+    "backbone.template.add_bos: r2r.models.templates.PromptTemplate has a default (False)",
+    "best_adapter.mode: r2r.lit_reranker.BestAdapter has a default ('max')",
+    "best_adapter.monitor: r2r.lit_reranker.BestAdapter has a default ('val/all/ndcg@10')",
+    "curriculum.stage1.max_steps: not a parameter of r2r.pipeline.fit_adapter",
+    "curriculum.stage1.trainer: not a parameter of r2r.pipeline.fit_adapter",
+    "datamodule.eval_batch_size: r2r.data.datamodule.RerankDataModule has a default (32)",
+    "datamodule.max_queries: r2r.data.datamodule.RerankDataModule has a default (None)",
+    "datamodule.num_workers: r2r.data.datamodule.RerankDataModule has a default (0)",
+    "datamodule.train_batch_size: r2r.data.datamodule.RerankDataModule has a default (8)",
+    "inputs.instruction: r2r.data.datamodule.PairEncoder has a default (None)",
+    "inputs.max_length: r2r.data.datamodule.PairEncoder has a default (256)",
+    "inputs.max_query_length: r2r.data.datamodule.PairEncoder has a default (64)",
+    "lora.alpha: r2r.models.experts.add_lora has a default (64)",
+    "lora.dropout: r2r.models.experts.add_lora has a default (0.0)",
+    "lora.r: r2r.models.experts.add_lora has a default (32)",
+    "lora.target_modules: r2r.models.experts.add_lora has a default (('q_proj', 'k_proj', 'v_proj', 'o_proj'))",
+    "loss.temperature: r2r.losses.infonce has a default (1.0)",
+    "loss.temperature: r2r.losses.infonce_prob has a default (1.0)",
+    "routers.embedding_mlp.batch_size: r2r.routing.feature_router.FeatureRouter has a default (64)",
+    "routers.embedding_mlp.epochs: r2r.routing.feature_router.FeatureRouter has a default (20)",
+    "routers.embedding_mlp.head: r2r.routing.feature_router.EmbeddingRouter has a default ('mlp')",
+    "routers.embedding_mlp.hidden: r2r.routing.feature_router.FeatureRouter has a default (256)",
+    "routers.embedding_mlp.lr: r2r.routing.feature_router.FeatureRouter has a default (0.001)",
+    "routers.embedding_mlp.model_path: r2r.routing.feature_router.EmbeddingRouter has a default (None)",
+    "routers.embedding_mlp.seed: r2r.routing.feature_router.FeatureRouter has a default (0)",
+    "routers.lsr.batch_size: r2r.routing.feature_router.FeatureRouter has a default (64)",
+    "routers.lsr.epochs: r2r.routing.feature_router.FeatureRouter has a default (20)",
+    "routers.lsr.head: r2r.routing.feature_router.FeatureRouter has a default ('linear')",
+    "routers.lsr.hidden: r2r.routing.feature_router.FeatureRouter has a default (256)",
+    "routers.lsr.layer: r2r.routing.feature_router.LatentSemanticRouter has a default (-1)",
+    "routers.lsr.lr: r2r.routing.feature_router.FeatureRouter has a default (0.001)",
+    "routers.lsr.max_length: r2r.routing.feature_router.LatentSemanticRouter has a default (128)",
+    "routers.lsr.pooling: r2r.routing.feature_router.LatentSemanticRouter has a default ('last')",
+    "routers.lsr.seed: r2r.routing.feature_router.FeatureRouter has a default (0)",
+    "routers.lsr.template: r2r.routing.feature_router.LatentSemanticRouter has a default ('Query: {query}\\nTopic:')",
+    "routers.random.seed: r2r.routing.base.RandomRouter has a default (0)",
+    "routers.tfidf.C: r2r.routing.tfidf.TfidfRouter has a default (10.0)",
+    "routers.tfidf.ngram_max: r2r.routing.tfidf.TfidfRouter has a default (2)",
+    "routers.tfidf.seed: r2r.routing.tfidf.TfidfRouter has a default (0)",
+    "routing.threshold: r2r.routing.system.RoutedReranker has a default (0.0)",
+}
+
+
+class BindingError(AssertionError):
+    pass
+
+
+def _router_class(kind: str) -> str:
+    from r2r.routing import ROUTERS
+
+    if kind not in ROUTERS:
+        raise BindingError(f"unknown router kind {kind!r}; known {sorted(ROUTERS)}")
+    cls = ROUTERS[kind]
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _matches(path: str, pattern: str, *, subtree: bool = False) -> bool:
+    """Dotted `path` against `pattern` key by key (`*` is one key); `subtree`: or below it."""
+    parts, want = path.split(".") if path else [], pattern.split(".") if pattern else []
+    if len(parts) < len(want) or (not subtree and len(parts) != len(want)):
+        return False
+    return all(fnmatch.fnmatchcase(p, w) for p, w in zip(parts[: len(want)], want, strict=True))
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _name(fn: Any) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+def parameters(target: str) -> tuple[dict[str, tuple[inspect.Parameter, str]], str | None]:
+    """Keyword-passable parameters of `target` (-> the callable that owns each), following
+    **kwargs through `KWARGS_GO_TO`; and the name of a callable whose **kwargs go nowhere known."""
+    fn = _locate(target)
+    params, unknown_kwargs = {}, None
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            params[p.name] = (p, _name(fn))
+        elif p.kind is p.VAR_KEYWORD:
+            # Aliases (lightning.pytorch.loggers.WandbLogger) resolve to their defining module.
+            forward = KWARGS_GO_TO.get(_name(fn)) or KWARGS_GO_TO.get(target)
+            if forward is None:
+                unknown_kwargs = _name(fn)
+                continue
+            inner, inner_unknown = parameters(forward[0])
+            for name, value in inner.items():
+                if name not in forward[1]:
+                    params.setdefault(name, value)
+            unknown_kwargs = inner_unknown
+    return params, unknown_kwargs
+
+
+def _bind(path: str, node: dict, targets: tuple[str, ...]) -> Iterator[str]:
+    for target in targets:
+        params, unknown_kwargs = parameters(target)
+        for key in node:
+            key_path = _join(path, key)
+            if key in HYDRA_KEYS or _read_by_pipeline(key_path):
+                continue
+            if key not in params:
+                where = (
+                    f" (its **kwargs go nowhere known: {unknown_kwargs})" if unknown_kwargs else ""
+                )
+                yield f"{key_path}: not a parameter of {target}{where}"
+                continue
+            param, owner = params[key]
+            # r2r's own: a value the config sets has its one home there, no Python default.
+            if owner.startswith("r2r.") and param.default is not param.empty:
+                yield f"{key_path}: {owner} has a default ({param.default!r})"
+
+
+def _read_by_pipeline(path: str) -> bool:
+    return any(_matches(path, p, subtree=True) for p in READ_BY_PIPELINE)
+
+
+def _feeds(path: str) -> Any:
+    return next((v for p, v in FEEDS.items() if _matches(path, p)), None)
+
+
+def _walk(path: str, node: Any) -> Iterator[str]:
+    if path and _read_by_pipeline(path):
+        return
+    container = any(_matches(path, c) for c in CONTAINERS)
+    if node is None and (container or _feeds(path) is not None):
+        return  # a node switched off (logger=none, curriculum.stage1: null)
+    if not isinstance(node, dict):
+        yield f"{path}: a value no signature and no stage reads"
+        return
+    feeds = _feeds(path)
+    if "_target_" in node:
+        targets: tuple[str, ...] | None = (node["_target_"],)
+    elif feeds is not None:
+        targets = feeds(node) if callable(feeds) else feeds
+    else:
+        targets = None
+    if targets is not None:
+        yield from _bind(path, node, targets)
+        for key, value in node.items():
+            # A nested node (a template, a strategy, a DDP strategy) is bound in turn; a plain
+            # dict value (datamodule.max_queries) is one argument.
+            child = _join(path, key)
+            if isinstance(value, dict) and ("_target_" in value or _feeds(child) is not None):
+                yield from _walk(child, value)
+    elif container:
+        for key, value in node.items():
+            yield from _walk(_join(path, key), value)
+    else:
+        yield f"{path}: a node with no _target_, in no table of this test"
+
+
+def _leaves(path: str, node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(_join(path, key), value)
+    else:
+        yield path
+
+
+def _interpolations(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _interpolations(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _interpolations(value)
+    elif isinstance(node, str):
+        yield from re.findall(r"\$\{([\w.]+)\}", node)
+
+
+def binding_violations(cfg: DictConfig) -> list[str]:
+    """Every key of `cfg` that binds to no parameter, or to one of r2r's with a default."""
+    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    violations = list(_walk("", resolved))
+    used = set(_interpolations(OmegaConf.to_container(cfg, resolve=False)))
+    for root in INTERPOLATED:
+        node = OmegaConf.select(cfg, root)
+        leaves = list(_leaves(root, OmegaConf.to_container(node))) if node is not None else []
+        if any(leaf in used for leaf in leaves):
+            violations += [f"{leaf}: interpolated nowhere" for leaf in leaves if leaf not in used]
+    return sorted(set(violations))
+
+
+def is_core(violation: str) -> bool:
+    path, message = violation.split(": ", 1)
+    return path.split(".")[0] in CORE_NODES or any(f" {m}." in f" {message}" for m in CORE_MODULES)
+
+
+def assert_binds(cfg: DictConfig, pending: set[str] = PENDING_CORE) -> None:
+    """Raise `BindingError` naming each violation not in `pending`."""
+    new = [v for v in binding_violations(cfg) if v not in pending]
+    if new:
+        raise BindingError("config keys that bind to no signature:\n  " + "\n  ".join(new))
+
+
+# Every option of every group; `sweep` and `hydra/` configure Hydra itself, not r2r.
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in {"hydra", "sweep"})
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
+
+
+def _override(group: str, option: str) -> str:
+    # Router options sit under routers.<name> (all of them at once, for Table 2).
+    return f"router@routers.{option}={option}" if group == "router" else f"{group}={option}"
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_binds(make_cfg, group: str, option: str) -> None:
+    violations = binding_violations(make_cfg(_override(group, option)))
+    assert [v for v in violations if not is_core(v)] == []
+    assert {v for v in violations if is_core(v)} <= PENDING_CORE
+
+
+def test_pending_core_is_exactly_todays_violations(make_cfg) -> None:
+    found = set()
+    for group, option in OPTIONS:
+        found |= {v for v in binding_violations(make_cfg(_override(group, option))) if is_core(v)}
+    assert found == PENDING_CORE
+
+
+MISSPELT = [
+    (["+seeed=1"], "seeed: a value no signature and no stage reads"),
+    (["+domainz=[legal]"], "domainz: a value no signature and no stage reads"),
+    (["+mining.top_kk=5"], "mining.top_kk: not a parameter of r2r.data.mining.MiningSettings"),
+    (["masking=predictive", "+masking.rat=0.1"], "masking.rat: not a parameter"),
+    (["masking=random", "+masking.match.domian=legal"], "masking.match.domian: not a parameter"),
+    (["+backbone.sed=1"], "backbone.sed: not a parameter of r2r.models.backbones.load_tiny"),
+    (["backbone=qwen", "+backbone.dtyp=float32"], "backbone.dtyp: not a parameter"),
+    (["+backbone.template.prefx=x"], "backbone.template.prefx: not a parameter"),
+    (["+data.nme=x"], "data.nme: a value no signature and no stage reads"),
+    (["+data.sizes.n_entitis=3"], "data.sizes.n_entitis: interpolated nowhere"),
+    (["+data.sources.legal.n_entitis=3"], "data.sources.legal.n_entitis: not a parameter"),
+    (["data=pubmedqa", "+data.sources.medical.sed=1"], "data.sources.medical.sed: not a param"),
+    (["data=beir", "+data.sources.legal.fold=x"], "data.sources.legal.fold: not a parameter"),
+    (["+logger.csv.save_dirr=x"], "logger.csv.save_dirr: not a parameter"),
+    (["logger=wandb", "+logger.wandb.grop=x"], "logger.wandb.grop: not a parameter"),
+    (["+trainer.max_step=3"], "trainer.max_step: not a parameter of lightning.Trainer"),
+    (["trainer=ddp", "+trainer.strategy.find_unused=1"], "trainer.strategy.find_unused: not a"),
+    (["+loss.temprature=2"], "loss.temprature: not a parameter of r2r.losses.infonce"),
+    (["+routers.lsr.layr=2"], "routers.lsr.layr: not a parameter"),
+    (["+routers.embedding_mlp.epoch=3"], "routers.embedding_mlp.epoch: not a parameter"),
+    (["+routers.tfidf.c=1"], "routers.tfidf.c: not a parameter"),
+    (["curriculum=eag", "+curriculum.stage1.monitr=x"], "curriculum.stage1.monitr: not a"),
+    (["+inputs.max_lenght=1"], "inputs.max_lenght: not a parameter"),
+    (["+datamodule.train_batchsize=2"], "datamodule.train_batchsize: not a parameter"),
+    (["+lora.rr=3"], "lora.rr: not a parameter of r2r.models.experts.add_lora"),
+    (["+routing.treshold=0.1"], "routing.treshold: not a parameter"),
+    (["+best_adapter.moniter=x"], "best_adapter.moniter: not a parameter"),
+    (["+optimizer.l=0.1"], "optimizer.l: not a parameter of torch.optim.AdamW"),
+    (["+scheduler.warmup=3"], "scheduler.warmup: not a parameter"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "expected"), MISSPELT, ids=[o[-1] for o, _ in MISSPELT])
+def test_a_misspelt_key_fails_naming_its_path(make_cfg, overrides: list[str], expected: str):
+    cfg = make_cfg(*overrides)
+    with pytest.raises(BindingError, match=re.escape(expected)):
+        assert_binds(cfg)
+
+
+def test_a_python_default_for_a_configured_value_fails(make_cfg) -> None:
+    # EntityMasking's `domain` defaults to None: set from YAML, the value would have two homes.
+    cfg = make_cfg("+masking.domain=legal")
+    with pytest.raises(BindingError, match=re.escape("masking.domain: r2r.data.masking")):
+        assert_binds(cfg)
