@@ -77,7 +77,11 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(backbone) -> None:
             log_prefix="",
         )
         encoder = PairEncoder(
-            backbone.tokenizer, backbone.template, max_length=128, max_query_length=16
+            backbone.tokenizer,
+            backbone.template,
+            max_length=128,
+            max_query_length=16,
+            instruction=None,
         )
         batch = ExampleCollator(encoder, grouped=True)(
             [
@@ -187,7 +191,11 @@ def test_training_runs_in_train_mode_and_validation_in_eval_mode(backbone) -> No
             log_prefix="",
         )
         encoder = PairEncoder(
-            backbone.tokenizer, backbone.template, max_length=160, max_query_length=64
+            backbone.tokenizer,
+            backbone.template,
+            max_length=160,
+            max_query_length=64,
+            instruction=None,
         )
         groups = [make_group(f"query {i}", ["bail granted", "appeal dismissed"]) for i in range(2)]
         candidates = CandidateList(
@@ -270,7 +278,11 @@ def test_each_training_mode_hands_the_loss_its_shape_and_labels(
             log_prefix="",
         )
         encoder = PairEncoder(
-            backbone.tokenizer, backbone.template, max_length=128, max_query_length=16
+            backbone.tokenizer,
+            backbone.template,
+            max_length=128,
+            max_query_length=16,
+            instruction=None,
         )
         data = [make_group(f"query {i}", docs, grades) for i, (docs, grades) in enumerate(examples)]
         trainer = L.Trainer(
@@ -293,7 +305,9 @@ def test_each_training_mode_hands_the_loss_its_shape_and_labels(
 
 
 def test_the_collator_carries_teacher_scores_and_refuses_a_mixed_batch(backbone) -> None:
-    encoder = PairEncoder(backbone.tokenizer, backbone.template, max_length=160, max_query_length=8)
+    encoder = PairEncoder(
+        backbone.tokenizer, backbone.template, max_length=160, max_query_length=8, instruction=None
+    )
     with_teacher = TrainingExample("legal", Query("q", "q"), (Passage("a", "a"),), (1.0,), (2.5,))
     without = TrainingExample("legal", Query("q", "q"), (Passage("b", "b"),), (0.0,), None)
     batch = ExampleCollator(encoder, grouped=False)([with_teacher, with_teacher])

@@ -331,7 +331,7 @@ class PairEncoder:
     template: PromptTemplate
     max_length: int
     max_query_length: int
-    instruction: str | None = None
+    instruction: str | None  # None: the template's own
 
     def __call__(self, queries: Sequence[str], documents: Sequence[str]) -> dict[str, torch.Tensor]:
         return encode_pairs(
