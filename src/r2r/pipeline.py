@@ -40,7 +40,7 @@ from r2r.routing.evaluation import (
     score_matrix,
 )
 from r2r.routing.system import RoutedReranker
-from r2r.sweep import clear_failure, finished_metrics, record_failure
+from r2r.sweep import clear_failure, finished_metrics, job_record, record_failure
 from r2r.types import SPLITS, CandidateList, RetrievalDataset, ScoredList
 
 log = logging.getLogger(__name__)
@@ -380,6 +380,7 @@ def train_and_test(cfg: DictConfig, loggers: list) -> dict[str, float]:
             "metrics": metrics,
             "wall_time_s": round(wall, 1),
             "config": OmegaConf.to_container(cfg, resolve=True),
+            "job": job_record(),
         },
     )
     tracking.log_results(loggers, metrics, {"routing": routing_rows(routing)} if routing else None)
