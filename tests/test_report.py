@@ -1,131 +1,307 @@
+"""The report names runs by what was swept: hand-written results.json files, exact tables."""
+
 from __future__ import annotations
 
+import csv
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
-from r2r.report import backbone_name, collect, main, masking_name
+from r2r.report import main, parse_overrides, read_runs, settings_of, table1
+from r2r.sweep import job_record
+
+# The choices of a default job (as `r2r.sweep.job_record` writes them), to override per run.
+CHOICES = {
+    "sweep": "table1",
+    "debug": "fast",
+    "experiment": "tiny_synthetic",
+    "router@routers.lsr": "lsr",
+    "logger": "csv",
+    "trainer": "cpu",
+    "curriculum": "direct",
+    "masking": "entity",
+    "loss": "infonce",
+    "data": "synthetic",
+    "domain": "legal",
+    "backbone": "tiny_qwen",
+}
+METRICS = (
+    "| ndcg@5 | ndcg@10 | mrr@5 | mrr@10 | recall@5 | recall@10 | precision@5 | precision@10 |"
+)
+
+
+def job(*overrides: str, **choices: str) -> dict:
+    """A job record: the default choices with `choices` changed, the given overrides."""
+    return {"choices": CHOICES | choices, "overrides": list(overrides)}
+
+
+def metrics(stages: Mapping[str, float], domain: str = "legal") -> dict[str, float]:
+    """stage -> base: every metric@k of `domain` and of `all` is base + k."""
+    return {
+        f"{stage}/{d}/{m}@{k}": base + k
+        for stage, base in stages.items()
+        for d in (domain, "all")
+        for m in ("ndcg", "mrr", "recall", "precision")
+        for k in (5, 10)
+    }
 
 
 def write_run(
     folder: Path,
-    curriculum: str,
-    masking: str,
-    tuned: float,
+    values: Mapping[str, float],
+    record: dict | None,
+    config: dict | None = None,
     *,
-    seen: float | None = None,
-    zero_shot: bool = True,
+    domain: str = "legal",
 ) -> None:
-    """A results.json; `seen` adds a `test_seen` split whose fine-tuned values start there."""
+    """results.json in `folder`; without a `job` record when `record` is None."""
     folder.mkdir(parents=True)
-    metrics = {}
-    stages = [("bm25", 50.0), ("fine_tuned", tuned)]
-    stages += [("zero_shot", 20.0)] if zero_shot else []
-    stages += [("fine_tuned:test_seen", seen)] if seen is not None else []
-    for stage, base in stages:
-        for domain in ("legal", "all"):
-            for metric in ("ndcg", "mrr", "recall", "precision"):
-                for k in (5, 10):
-                    metrics[f"{stage}/{domain}/{metric}@{k}"] = base + k
-    config = {
-        "backbone": {"_target_": "r2r.models.backbones.load_tiny", "arch": "qwen"},
-        "data": {"name": "synthetic"},
-        "curriculum": {"name": curriculum},
-        "masking": {"_target_": f"r2r.data.masking.strategies.{masking}"},
+    results = {"metrics": metrics(values, domain), "config": config or {"lora": {"r": 32}}}
+    if record is not None:
+        results["job"] = record
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+def line(*cells: object) -> str:
+    """A Table 1 markdown row: the text cells, then the metrics of base `cells[-1]`."""
+    *text, base = cells
+    values = [f"{base + k:.1f}" for _ in range(4) for k in (5, 10)]
+    return "| " + " | ".join([*map(str, text), *values]) + " |"
+
+
+def table1_md(path: Path) -> list[str]:
+    assert main([str(path), "--no-plots"]) == 0
+    return (path / "table1.md").read_text().splitlines()
+
+
+def test_a_backbone_by_domain_grid(tmp_path: Path) -> None:
+    """Four single-domain runs: the group `domain` becomes `domain (job)` beside the metric's
+    domain; BM25 does not depend on the backbone (one row per domain), PT does."""
+    bm25 = {"legal": 50.0, "medical": 60.0}
+    for i, (backbone, domain, pt, tuned) in enumerate(
+        [
+            ("tiny_qwen", "legal", 20.0, 30.0),
+            ("tiny_qwen", "medical", 21.0, 31.0),
+            ("tiny_mistral", "legal", 22.0, 32.0),
+            ("tiny_mistral", "medical", 23.0, 33.0),
+        ]
+    ):
+        overrides = [f"backbone={backbone}", f"domain={domain}", "debug=fast", "paths.cache=/c"]
+        write_run(
+            tmp_path / f"{i}_backbone={backbone},domain={domain}",
+            {"bm25": bm25[domain], "zero_shot": pt, "fine_tuned": tuned},
+            job(*overrides, backbone=backbone, domain=domain),
+            domain=domain,
+        )
+    md = table1_md(tmp_path)
+    assert md[0] == "| backbone | domain (job) | split | domain | stage " + METRICS
+    assert md[1] == "|---|---|---|---|---|" + "---:|" * 8
+    assert md[2:] == [
+        line("*", "legal", "test", "legal", "BM25", 50.0),
+        line("tiny_mistral", "legal", "test", "legal", "PT", 22.0),
+        line("tiny_qwen", "legal", "test", "legal", "PT", 20.0),
+        line("tiny_mistral", "legal", "test", "legal", "fine-tuned", 32.0),
+        line("tiny_qwen", "legal", "test", "legal", "fine-tuned", 30.0),
+        line("*", "medical", "test", "medical", "BM25", 60.0),
+        line("tiny_mistral", "medical", "test", "medical", "PT", 23.0),
+        line("tiny_qwen", "medical", "test", "medical", "PT", 21.0),
+        line("tiny_mistral", "medical", "test", "medical", "fine-tuned", 33.0),
+        line("tiny_qwen", "medical", "test", "medical", "fine-tuned", 31.0),
+        line("*", "legal", "test", "all", "BM25", 50.0),
+        line("*", "medical", "test", "all", "BM25", 60.0),
+        line("tiny_mistral", "legal", "test", "all", "PT", 22.0),
+        line("tiny_mistral", "medical", "test", "all", "PT", 23.0),
+        line("tiny_qwen", "legal", "test", "all", "PT", 20.0),
+        line("tiny_qwen", "medical", "test", "all", "PT", 21.0),
+        line("tiny_mistral", "legal", "test", "all", "fine-tuned", 32.0),
+        line("tiny_mistral", "medical", "test", "all", "fine-tuned", 33.0),
+        line("tiny_qwen", "legal", "test", "all", "fine-tuned", 30.0),
+        line("tiny_qwen", "medical", "test", "all", "fine-tuned", 31.0),
+    ]
+    with open(tmp_path / "table1.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == [
+        *("backbone", "domain (job)", "split", "domain", "stage"),
+        *("ndcg@5", "ndcg@10", "mrr@5", "mrr@10", "recall@5", "recall@10"),
+        *("precision@5", "precision@10", "run"),
+    ]
+    # A shared row names the first of its runs.
+    first = tmp_path / "0_backbone=tiny_qwen,domain=legal"
+    assert rows[1] == ["*", "legal", "test", "legal", "BM25", *["55.0", "60.0"] * 4, str(first)]
+    assert len(rows) == 21
+
+
+def test_a_loss_pair_shares_its_bm25_and_pt_rows(tmp_path: Path) -> None:
+    """`-m loss=infonce,bce domain=legal`: only `loss` varies, so it is the only setting
+    column (backbone, domain, debug are the same in both runs)."""
+    for i, (loss, tuned) in enumerate([("infonce", 30.0), ("bce", 25.0)]):
+        write_run(
+            tmp_path / f"{i}_domain=legal,loss={loss}",
+            {"bm25": 50.0, "zero_shot": 20.0, "fine_tuned": tuned},
+            job("debug=fast", "domain=legal", f"loss={loss}", loss=loss),
+        )
+    md = table1_md(tmp_path)
+    assert md[0] == "| loss | split | domain | stage " + METRICS
+    assert md[2:] == [
+        line("*", "test", "legal", "BM25", 50.0),
+        line("*", "test", "legal", "PT", 20.0),
+        line("bce", "test", "legal", "fine-tuned", 25.0),
+        line("infonce", "test", "legal", "fine-tuned", 30.0),
+        line("*", "test", "all", "BM25", 50.0),
+        line("*", "test", "all", "PT", 20.0),
+        line("bce", "test", "all", "fine-tuned", 25.0),
+        line("infonce", "test", "all", "fine-tuned", 30.0),
+    ]
+
+
+def test_lora_rank_by_value_and_from_the_config_of_a_run_that_kept_the_default(
+    tmp_path: Path,
+) -> None:
+    """`lora.r=8,16` beside a run without the override (its config: r=32); ranks sort as
+    numbers (8 before 16)."""
+    for name, overrides, tuned in [
+        ("r16", ["lora.r=16"], 31.0),
+        ("r8", ["lora.r=8"], 30.0),
+        ("default", [], 32.0),
+    ]:
+        write_run(tmp_path / name, {"bm25": 50.0, "fine_tuned": tuned}, job(*overrides))
+    assert table1_md(tmp_path)[0] == "| lora.r | split | domain | stage " + METRICS
+    assert table1_md(tmp_path)[2:6] == [
+        line("*", "test", "legal", "BM25", 50.0),
+        line("8", "test", "legal", "fine-tuned", 30.0),
+        line("16", "test", "legal", "fine-tuned", 31.0),
+        line("32", "test", "legal", "fine-tuned", 32.0),
+    ]
+
+
+def test_curriculum_and_masking_with_the_stage1_rows_and_a_second_split(tmp_path: Path) -> None:
+    """`sweep=table1` and `sweep=masking` into one directory: the grid that launched a job is
+    no setting of it; S1 rows for the EAG runs; `test_seen` rows after the `test` rows."""
+    runs = [
+        ("0_curriculum=direct", "direct", "entity", "table1", None, 30.0, 60.0),
+        ("1_curriculum=eag", "eag", "entity", "table1", 35.0, 40.0, 55.0),
+        ("0_curriculum=eag,masking=none", "eag", "none", "masking", 33.0, 38.0, 50.0),
+    ]
+    for name, curriculum, masking, sweep, stage1, tuned, seen in runs:
+        values = {"bm25": 50.0, "zero_shot": 20.0, "fine_tuned": tuned}
+        values |= {"stage1": stage1} if stage1 is not None else {}
+        values |= {"fine_tuned:test_seen": seen}
+        overrides = [f"sweep={sweep}", f"curriculum={curriculum}", f"masking={masking}"]
+        record = job(*overrides, curriculum=curriculum, masking=masking, sweep=sweep)
+        write_run(tmp_path / name, values, record)
+    md = table1_md(tmp_path)
+    assert md[0] == "| curriculum | masking | split | domain | stage " + METRICS
+    legal = [
+        line("*", "*", "test", "legal", "BM25", 50.0),
+        line("*", "*", "test", "legal", "PT", 20.0),
+        line("eag", "entity", "test", "legal", "S1", 35.0),
+        line("eag", "none", "test", "legal", "S1", 33.0),
+        line("direct", "entity", "test", "legal", "fine-tuned", 30.0),
+        line("eag", "entity", "test", "legal", "fine-tuned", 40.0),
+        line("eag", "none", "test", "legal", "fine-tuned", 38.0),
+    ]
+    seen = [
+        line("direct", "entity", "test_seen", "legal", "fine-tuned", 60.0),
+        line("eag", "entity", "test_seen", "legal", "fine-tuned", 55.0),
+        line("eag", "none", "test_seen", "legal", "fine-tuned", 50.0),
+    ]
+    # test (legal, then all), then test_seen (legal, then all)
+    assert md[2:] == [
+        *legal,
+        *[r.replace("| legal |", "| all |") for r in legal],
+        *seen,
+        *[r.replace("| legal |", "| all |") for r in seen],
+    ]
+
+
+def test_without_a_job_record_the_differing_config_leaves_name_the_runs(tmp_path: Path) -> None:
+    """Results written before the `job` record: the differing leaves of the resolved configs
+    (where a run lives, folders inside it, and whether it skips are not settings). One run without the record
+    is enough: every run is then compared on its config."""
+
+    def config(curriculum: str, r: int, out: str) -> dict:
+        return {
+            "seed": 0,
+            "curriculum": {"name": curriculum},
+            "lora": {"r": r, "alpha": 64},
+            "domains": ["legal"],
+            "paths": {"output": f"/runs/{out}"},
+            "trainer": {"default_root_dir": f"/runs/{out}", "max_steps": 6},
+            "skip_finished": out == "a",
+        }
+
+    write_run(tmp_path / "a", {"fine_tuned": 30.0}, None, config("direct", 32, "a"))
+    write_run(tmp_path / "b", {"fine_tuned": 40.0}, job(), config("eag", 32, "b"))
+    # Outside a Hydra run (a composed config) the record is empty: no record either.
+    assert job_record() == {"choices": {}, "overrides": []}
+    write_run(tmp_path / "c", {"fine_tuned": 41.0}, job_record(), config("eag", 8, "c"))
+    md = table1_md(tmp_path)
+    assert md[0] == "| curriculum.name | lora.r | split | domain | stage " + METRICS
+    assert md[2:5] == [
+        line("direct", "32", "test", "legal", "fine-tuned", 30.0),
+        line("eag", "8", "test", "legal", "fine-tuned", 41.0),
+        line("eag", "32", "test", "legal", "fine-tuned", 40.0),
+    ]
+
+
+def test_one_run_or_runs_that_agree_give_no_setting_column_and_never_fail(tmp_path: Path) -> None:
+    write_run(tmp_path / "a", {"bm25": 50.0, "fine_tuned": 30.0}, job("loss=bce", loss="bce"))
+    assert table1_md(tmp_path)[0] == "| split | domain | stage " + METRICS
+    # The same job twice (two sweeps read together) with different numbers: both rows.
+    write_run(tmp_path / "b", {"bm25": 50.0, "fine_tuned": 31.0}, job("loss=bce", loss="bce"))
+    _, rows = table1(read_runs(tmp_path))
+    assert [(r.domain, r.stage, r.values["ndcg@10"], Path(r.run).name) for r in rows] == [
+        ("legal", "BM25", 60.0, "a"),
+        ("legal", "fine-tuned", 40.0, "a"),
+        ("legal", "fine-tuned", 41.0, "b"),
+        ("all", "BM25", 60.0, "a"),
+        ("all", "fine-tuned", 40.0, "a"),
+        ("all", "fine-tuned", 41.0, "b"),
+    ]
+
+
+def test_settings_of_job_records() -> None:
+    """An override of a group is its choice; other overrides are settings of their own,
+    values as Hydra parses them (a list of groups, `domain=[legal,medical]`, is no choice to
+    Hydra); unset groups are null; override keys another run lacks come from its config."""
+    records: Sequence[dict] = [
+        {
+            "job": {
+                "choices": {"backbone": "tiny_qwen", "debug": "fast"},
+                "overrides": ["backbone=tiny_qwen", "domain=[legal,medical]", "zero_shot=False"],
+            },
+            "config": {"zero_shot": False, "domains": ["legal", "medical"]},
+        },
+        {
+            "job": {"choices": {"backbone": "tiny_mistral"}, "overrides": ["paths.cache=/c"]},
+            "config": {"zero_shot": True, "domains": ["legal"]},
+        },
+    ]
+    assert settings_of(records, [Path("a"), Path("b")]) == [
+        {
+            "backbone": "tiny_qwen",
+            "debug": "fast",
+            "domain": "[legal,medical]",
+            "zero_shot": "false",
+        },
+        {"backbone": "tiny_mistral", "debug": "null", "domain": "null", "zero_shot": "true"},
+    ]
+    assert parse_overrides(
+        ["lora.r=8", "++optimizer.lr=1.0e-3", "~routers.tfidf", "router@routers.lsr=tfidf"]
+    ) == {
+        "lora.r": "8",
+        "optimizer.lr": "0.001",
+        "routers.tfidf": "~",
+        "router@routers.lsr": "tfidf",
     }
-    (folder / "results.json").write_text(json.dumps({"metrics": metrics, "config": config}))
+    bad = {"job": {"choices": {"loss": "bce"}, "overrides": ["lora.r=8=9"]}, "config": {}}
+    with pytest.raises(ValueError, match=r"^run/results\.json: job\.overrides: "):
+        settings_of([bad], [Path("run/results.json")])
 
 
-def test_table1_from_a_sweep(tmp_path: Path) -> None:
-    write_run(tmp_path / "0_direct", "direct", "EntityMasking", 30.0)
-    write_run(tmp_path / "1_eag_entity", "eag", "EntityMasking", 40.0)
-    write_run(tmp_path / "2_eag_none", "eag", "NoMasking", 35.0)
-    rows = collect(tmp_path)
-    assert [(r.domain, r.config) for r in rows] == [
-        ("legal", "BM25"),
-        ("legal", "PT"),
-        ("legal", "PT+S2"),
-        ("legal", "PT+S1+S2 (entity)"),
-        ("legal", "PT+S1+S2 (none)"),
-        ("all", "BM25"),
-        ("all", "PT"),
-        ("all", "PT+S2"),
-        ("all", "PT+S1+S2 (entity)"),
-        ("all", "PT+S1+S2 (none)"),
-    ]
-    assert rows[3].values["ndcg@10"] == 50.0
-    assert main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
-    md = (tmp_path / "report" / "table1.md").read_text().splitlines()
-    assert md[0] == (
-        "| backbone | data | split | domain | config | ndcg@5 | ndcg@10 | mrr@5 | mrr@10 | "
-        "recall@5 | recall@10 | precision@5 | precision@10 |"
-    )
-    assert (
-        md[5]
-        == "| tiny_qwen | synthetic | test | legal | PT+S1+S2 (entity) | "
-        + " | ".join(["45.0", "50.0"] * 4)
-        + " |"
-    )
-    csv_lines = (tmp_path / "report" / "table1.csv").read_text().splitlines()
-    assert len(csv_lines) == 11 and csv_lines[0].startswith(
-        "backbone,data,split,domain,config,ndcg@5"
-    )
-
-
-def test_duplicate_configuration(tmp_path: Path) -> None:
-    # masking is unused by curriculum=direct: identical runs collapse into one row...
-    write_run(tmp_path / "a", "direct", "EntityMasking", 30.0)
-    write_run(tmp_path / "b", "direct", "NoMasking", 30.0)
-    assert [r.config for r in collect(tmp_path)].count("PT+S2") == 2  # legal + all
-    # ...but two different results for one configuration are an error.
-    write_run(tmp_path / "c", "direct", "NoMasking", 31.0)
-    with pytest.raises(ValueError, match="two runs give"):
-        collect(tmp_path)
-
-
-def test_empty_sweep(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"no results\.json"):
-        collect(tmp_path)
-
-
-def test_masking_names() -> None:
-    assert masking_name("r2r.data.masking.strategies.NoMasking") == "none"
-    assert masking_name("r2r.data.masking.strategies.PredictiveMasking") == "predictive"
-
-
-def test_splits_get_their_own_rows(tmp_path: Path) -> None:
-    """`stage:split` keys become rows of that split, after the test rows; a run that skipped
-    the zero-shot row (zero_shot=false) takes the PT row from another run."""
-    write_run(tmp_path / "direct", "direct", "EntityMasking", 30.0, seen=60.0)
-    write_run(tmp_path / "eag", "eag", "EntityMasking", 40.0, seen=55.0, zero_shot=False)
-    rows = collect(tmp_path)
-    assert [(r.split, r.domain, r.config) for r in rows] == [
-        ("test", "legal", "BM25"),
-        ("test", "legal", "PT"),
-        ("test", "legal", "PT+S2"),
-        ("test", "legal", "PT+S1+S2 (entity)"),
-        ("test", "all", "BM25"),
-        ("test", "all", "PT"),
-        ("test", "all", "PT+S2"),
-        ("test", "all", "PT+S1+S2 (entity)"),
-        ("test_seen", "legal", "PT+S2"),
-        ("test_seen", "legal", "PT+S1+S2 (entity)"),
-        ("test_seen", "all", "PT+S2"),
-        ("test_seen", "all", "PT+S1+S2 (entity)"),
-    ]
-    assert [r.values["ndcg@10"] for r in rows[-4:]] == [70.0, 65.0, 70.0, 65.0]
-    assert rows[1].run == str(tmp_path / "direct")
-
-
-def test_backbone_names() -> None:
-    assert backbone_name({"_target_": "r2r.models.backbones.load_gguf_smollm2"}) == "smollm2"
-    assert backbone_name({"_target_": "x.load_tiny", "arch": "mistral"}) == "tiny_mistral"
-    hub = {"_target_": "r2r.models.backbones.load_hub", "name_or_path": "Qwen/Qwen3-Reranker-0.6B"}
-    assert backbone_name(hub) == "Qwen/Qwen3-Reranker-0.6B"
-
-
-def write_routing(folder: Path) -> None:
+def write_routing(folder: Path, shift: float = 0.0) -> None:
     """routing.json beside a run's results.json: three routers, two experts."""
     routers = {
         name: {
@@ -137,7 +313,7 @@ def write_routing(folder: Path) -> None:
             "reranking_s": 2.0,
             "time_fraction": fraction,
             "metrics": {
-                f"all/{m}@{k}": ndcg + k for m in ("ndcg", "mrr", "recall") for k in (5, 10)
+                f"all/{m}@{k}": ndcg + shift + k for m in ("ndcg", "mrr", "recall") for k in (5, 10)
             },
         }
         for name, accuracy, params, fraction, ndcg in [
@@ -155,23 +331,34 @@ def write_routing(folder: Path) -> None:
     (folder / "routing.json").write_text(json.dumps(summary))
 
 
-def test_tables_2_and_3_and_figures(tmp_path: Path) -> None:
-    write_run(tmp_path / "sweep" / "0", "direct", "EntityMasking", 30.0)
-    write_routing(tmp_path / "sweep" / "0")
-    assert main([str(tmp_path / "sweep"), "--out", str(tmp_path / "report")]) == 0
+def test_tables_2_and_3_name_runs_by_their_settings_and_figures(tmp_path: Path) -> None:
+    """`sweep=routing`: two jobs on one run's experts, the LSR's layer swept."""
+    sweep = tmp_path / "sweep"
+    for i, layer in enumerate(["1", "-1"]):
+        record = job(f"routers.lsr.layer={layer}", "experts_from=/runs/0")
+        write_run(sweep / str(i), {"bm25": 50.0, "fine_tuned": 30.0}, record)
+        write_routing(sweep / str(i), shift=float(i))
+    # A run that did not route (one domain) is in Table 1 only.
+    write_run(sweep / "2", {"bm25": 50.0, "fine_tuned": 30.0}, job("domain=legal"))
+    assert main([str(sweep), "--out", str(tmp_path / "report")]) == 0
     out = tmp_path / "report"
     table2 = (out / "table2.md").read_text().splitlines()
     assert table2[0] == (
-        "| backbone | data | job | router | accuracy | macro-F1 | ndcg@5 | ndcg@10 | mrr@5 | mrr@10 | "
-        "recall@5 | recall@10 | params | routing/reranking % |"
+        "| routers.lsr.layer | router | accuracy | macro-F1 | ndcg@5 | ndcg@10 | mrr@5 | "
+        "mrr@10 | recall@5 | recall@10 | params | routing/reranking % |"
     )
-    # The references first (none, oracle), then the routers; routing time in percent.
-    assert table2[2:] == [
-        "| tiny_qwen | synthetic | 0 | none | – | – | 25.0 | 30.0 | 25.0 | 30.0 | 25.0 | 30.0 | 0 | 0.00 |",
-        "| tiny_qwen | synthetic | 0 | oracle | 100.0 | 100.0 | 37.0 | 42.0 | 37.0 | 42.0 | 37.0 | 42.0 | 0 | 0.00 |",
-        "| tiny_qwen | synthetic | 0 | lsr | 90.0 | 90.0 | 35.0 | 40.0 | 35.0 | 40.0 | 35.0 | 40.0 | 1,538 | 1.25 |",
+    # Runs by layer (as numbers); in each, the references first (none, oracle), then the
+    # routers; routing time in percent.
+    assert table2[2:5] == [
+        "| -1 | none | – | – | 26.0 | 31.0 | 26.0 | 31.0 | 26.0 | 31.0 | 0 | 0.00 |",
+        "| -1 | oracle | 100.0 | 100.0 | 38.0 | 43.0 | 38.0 | 43.0 | 38.0 | 43.0 | 0 | 0.00 |",
+        "| -1 | lsr | 90.0 | 90.0 | 36.0 | 41.0 | 36.0 | 41.0 | 36.0 | 41.0 | 1,538 | 1.25 |",
     ]
-    assert (out / "table3.md").read_text().splitlines()[2:] == [
+    assert table2[5].startswith("| 1 | none | – | – | 25.0 |")
+    table3 = (out / "table3.md").read_text().splitlines()
+    assert table3[:7] == [
+        f"routers.lsr.layer=-1 ({sweep / '1'}), ndcg@10 (Δ vs base):",
+        "",
         "| model | legal | medical |",
         "|---|---:|---:|",
         "| base | 20.0 | 30.0 |",
@@ -179,13 +366,17 @@ def test_tables_2_and_3_and_figures(tmp_path: Path) -> None:
         "| medical | 17.5 (-2.5) | 38.0 (+8.0) |",
     ]
     rows = (out / "table3.csv").read_text().splitlines()
-    assert rows[0] == "backbone,data,model,domain,ndcg@10,Δ vs base,run"
+    assert rows[0] == "routers.lsr.layer,model,domain,ndcg@10,Δ vs base,run"
     assert rows[1:4] == [
-        f"tiny_qwen,synthetic,base,legal,20.0,,{tmp_path / 'sweep' / '0'}",
-        f"tiny_qwen,synthetic,base,medical,30.0,,{tmp_path / 'sweep' / '0'}",
-        f"tiny_qwen,synthetic,legal,legal,26.0,6.0,{tmp_path / 'sweep' / '0'}",
+        f"-1,base,legal,20.0,,{sweep / '1'}",
+        f"-1,base,medical,30.0,,{sweep / '1'}",
+        f"-1,legal,legal,26.0,6.0,{sweep / '1'}",
     ]
-    for name in ("table1_tiny_qwen_synthetic", "forgetting_tiny_qwen_synthetic"):
+    # Table 1 shows the third run too: the settings vary across all three.
+    assert (
+        (out / "table1.md").read_text().startswith("| experts_from | routers.lsr.layer | split |")
+    )
+    for name in ("table1", "forgetting_0", "forgetting_1"):
         png = out / "plots" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"![{name}](plots/{name}.png)" in (out / "report.md").read_text()
@@ -193,7 +384,7 @@ def test_tables_2_and_3_and_figures(tmp_path: Path) -> None:
 
 
 def test_failed_jobs_are_listed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    write_run(tmp_path / "0_ok", "direct", "EntityMasking", 30.0)
+    write_run(tmp_path / "0_ok", {"fine_tuned": 30.0}, job())
     (tmp_path / "1_bad").mkdir()
     (tmp_path / "1_bad" / "failed.json").write_text(
         json.dumps({"error": "ValueError: bad", "traceback": "..."})

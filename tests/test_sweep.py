@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from wandb.proto import wandb_internal_pb2
 
+from r2r.report import main as report
 from r2r.sweep import FAILED, clear_failure, differences, finished_metrics, record_failure
 from r2r.tracking import results_rows
 
@@ -142,6 +143,9 @@ def test_each_multirun_job_is_its_own_wandb_run_and_a_rerun_skips_them(
         exits = [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"]
         assert exits == [0]  # finished by the job itself
     assert len(set(ids)) == 2
+    # The report reads what was swept (results.json's `job` record): a column per job domain.
+    report([str(sweep), "--out", str(tmp_path / "report"), "--no-plots"])
+    assert (tmp_path / "report" / "table1.md").read_text().startswith("| domain (job) | split |")
 
     second = multirun("logger=wandb", "domain=legal,medical", env=wandb_env(tmp_path))
     assert second.returncode == 0, second.stderr[-3000:]

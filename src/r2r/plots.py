@@ -1,10 +1,10 @@
-"""Figures of a report: per-domain bars (first stage, pretrained backbone and each
-fine-tuned configuration) and the forgetting heat map. Plain data in, a PNG out; the
+"""Figures of a report: per-domain bars (first stage, pretrained backbone and each run's
+trained stages) and the forgetting heat map. Plain data in, a PNG out; the
 report command and the analysis notebook both call these."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -22,10 +22,10 @@ def domain_bars(
     title: str,
     metric: str = "ndcg@10",
 ) -> Path:
-    """Grouped bars: one group per domain, one bar per configuration.
+    """Grouped bars: one group per domain, one bar per configuration (a stage and settings).
 
-    `values[config][domain]` in percent, configs in the order given (BM25 and PT first in
-    the report's tables, so the baselines sit at the left of every group)."""
+    `values[config][domain]` in percent, configs in the order given (the report gives BM25
+    and PT first, so the baselines sit at the left of every group)."""
     configs = list(values)
     domains = list(dict.fromkeys(d for row in values.values() for d in row))
     width = 0.8 / max(len(configs), 1)
@@ -83,9 +83,3 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     plt.close(fig)
     partial.replace(path)
     return path
-
-
-def configs_in_order(configs: Sequence[str]) -> list[str]:
-    """BM25, PT, PT+S2, then the EAG variants alphabetically (the tables' order)."""
-    order = {"BM25": 0, "PT": 1, "PT+S2": 2}
-    return sorted(dict.fromkeys(configs), key=lambda c: (order.get(c, 3), c))

@@ -1,17 +1,46 @@
 """Turn a sweep directory of runs into the paper's tables and figures.
 
-    python -m r2r.report multirun/2026-11-22/10-00-00 [--out DIR]
+    python -m r2r.report multirun/2026-11-22/10-00-00 [--out DIR] [--no-plots]
 
 Reads every `results.json` (and `routing.json`, `failed.json`) below the directory and
 writes, by default into the sweep directory:
-- `table1.{md,csv}`: one row per (domain, configuration), where the configurations are
-  the BM25 first stage, the pretrained backbone (PT, the zero-shot row), direct
-  fine-tuning (PT+S2) and EAG (PT+S1+S2) per masking strategy; per evaluation split
-  (`test`; the synthetic benchmark adds the in-distribution `test_seen`).
-- `table2.{md,csv}`: routed reranking on the pooled test set, one row per router.
+- `table1.{md,csv}`: reranking per run setting, split, domain and stage.
+- `table2.{md,csv}`: routed reranking on the pooled test set, one row per run and router.
 - `table3.{md,csv}`: forgetting, every expert and the bare backbone on every domain.
-- `plots/`: per-domain nDCG@10 bars and the forgetting heat map per (backbone, data).
+- `plots/`: test nDCG@10 bars per domain (`table1.png`) and each routed run's forgetting
+  heat map (`forgetting.png`, or `forgetting_<i>.png` for several runs).
 - `report.md`: all of the above, and the jobs that failed with their errors.
+
+Runs are named by what was swept, read back from the runs, never guessed:
+- A run's settings are its Hydra choices (`backbone: tiny_qwen`) and overrides
+  (`lora.r=8`), as `r2r.sweep.job_record` wrote them into results.json (`job`); values
+  as Hydra parses them, written as on its command line (`false`, `0.001`, `[a,b]`). An
+  override of a group is that group's choice. Where another run lacks an override key,
+  its value comes from that run's resolved config (`lora.r` of a run that kept the
+  default); a group a run left unset is `null`. `paths.*`, `skip_finished`, `hydra` keys
+  and the `sweep` grid are not settings (where a run lives, how it resumes, which grid
+  launched it).
+- Runs without a `job` record (written before it existed, or outside a Hydra run) are
+  compared on the leaves of their resolved configs instead (`lora.r`, `curriculum.name`;
+  leaves that hold the run's own `paths.output` are where it lives, not settings); if any
+  run lacks the record, every run is compared that way.
+- A table has one column per setting whose value is not the same in all the runs it
+  shows, named by the group or override key, alphabetically; a setting named like one of
+  the fixed columns gets ` (job)` (`domain (job)` of a backbone x domain grid, beside
+  the metric's `domain`). A setting constant across the runs gives no column.
+
+Table 1's fixed columns: `split` (`test`; the synthetic benchmark adds the
+in-distribution `test_seen`, `mask_test` adds `test_masked`), `domain` (the metric's
+domain: legal, medical, finance, or `all`, the pooled queries) and `stage`:
+- `BM25`: the first stage; `PT`: the pretrained backbone, zero-shot;
+- `S1`: the EAG stage-1 adapter (curriculum=eag);
+- `fine-tuned`: the domain experts, each on its own domain's queries (direct
+  fine-tuning, PT+S2, or EAG, PT+S1+S2, as the `curriculum` column says when it varies).
+BM25 and PT train nothing: runs whose BM25 (or PT) row holds the same numbers share one
+row, whose settings read `*` where those runs differ (a loss sweep has one BM25 row per
+split and domain, a backbone sweep one BM25 row but a PT row per backbone). Trained
+stages keep one row per run. Rows are ordered by split (`test` first), domain (`all`
+last), stage, then the settings' values (numbers by value).
 """
 
 from __future__ import annotations
@@ -20,97 +49,239 @@ import argparse
 import csv
 import io
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 
 from r2r import plots
 from r2r.files import write_text_atomic
 from r2r.routing.evaluation import BASE
-from r2r.sweep import FAILED
+from r2r.sweep import FAILED, IGNORED, RESULTS
 
-# Table 1's columns, in the paper's order.
+# Table 1's metric columns, in the paper's order.
 COLUMNS: tuple[str, ...] = tuple(
     f"{m}@{k}" for m in ("ndcg", "mrr", "recall", "precision") for k in (5, 10)
 )
+# Metric key prefix -> Table 1's stage label, in the table's order.
+STAGES = {"bm25": "BM25", "zero_shot": "PT", "stage1": "S1", "fine_tuned": "fine-tuned"}
+UNTRAINED = ("BM25", "PT")
+# A shared BM25/PT row's setting where its runs differ: the row holds for each of them.
+ANY = "*"
+FIXED = ("split", "domain", "stage", "router", "model", "run")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory: its settings (name -> value as Hydra's command line writes it),
+    its metrics (`stage[:split]/domain/metric@k`) and routing.json if it routed."""
+
+    path: str
+    settings: dict[str, str]
+    metrics: dict[str, float]
+    routing: dict | None
+
+
+def text(value: Any) -> str:
+    """A config value as an override writes it: null, true, 8, [legal,medical]."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ",".join(text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{text(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def leaves(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value of every leaf of a nested dict (lists are leaves)."""
+    if isinstance(config, Mapping) and config:
+        return {
+            k: v
+            for key, value in config.items()
+            for k, v in leaves(value, f"{prefix}{key}.").items()
+        }
+    return {prefix.rstrip("."): config}
+
+
+def lookup(config: Any, key: str) -> Any:
+    """The value at a dotted key of a nested dict, None where there is none."""
+    for part in key.split("."):
+        if not isinstance(config, Mapping) or part not in config:
+            return None
+        config = config[part]
+    return config
+
+
+# Not settings: where a run lives and how it resumes (IGNORED), Hydra's own keys, and the
+# `sweep` grid that launched it (it sets only Hydra's sweeper: a job of sweep=table1 and
+# the same job of sweep=masking are one configuration).
+NOT_SETTINGS = (*IGNORED, "hydra", "sweep")
+
+
+def is_setting(key: str) -> bool:
+    return key.split(".")[0].split("/")[0] not in NOT_SETTINGS
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, str]:
+    """Key -> value of each override, parsed as Hydra parses it: `lora.r=8` -> 8,
+    `zero_shot=False` -> false, `+x=1` -> x: 1, `router@routers.lsr=tfidf` ->
+    router@routers.lsr: tfidf, `~routers.tfidf` -> routers.tfidf: ~ (deleted)."""
+    settings = {}
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group + (f"@{override.package}" if override.package else "")
+        settings[key] = "~" if override.is_delete() else text(override.value())
+    return settings
+
+
+def recorded(results: Mapping) -> bool:
+    """Whether results.json says what its job chose (an empty record: not a Hydra run)."""
+    job = results.get("job") or {}
+    return bool(job.get("choices") or job.get("overrides"))
+
+
+def job_settings(job: Mapping, source: Path) -> dict[str, str]:
+    """A job record's choices, and its overrides of anything but a chosen group."""
+    choices = {group: text(option) for group, option in job.get("choices", {}).items()}
+    try:
+        overrides = parse_overrides(job.get("overrides", []))
+    except OverrideParseException as error:
+        raise ValueError(f"{source}: job.overrides: {error}") from error
+    settings = choices | {k: v for k, v in overrides.items() if k not in choices}
+    return {k: v for k, v in settings.items() if is_setting(k)}
+
+
+def config_settings(config: Mapping) -> dict[str, str]:
+    """The leaves of a resolved config that are settings: not where the run lives
+    (`paths.*`, and the keys that hold its output directory: logger and trainer folders)."""
+    output = text(lookup(config, "paths.output"))
+    return {
+        k: text(v)
+        for k, v in leaves(config).items()
+        if is_setting(k) and not (isinstance(v, str) and output != "null" and output in v)
+    }
+
+
+def settings_of(results: Sequence[Mapping], sources: Sequence[Path]) -> list[dict[str, str]]:
+    """Each run's settings, every run with the same names (see the module docstring);
+    `sources` (the files) name a bad record."""
+    if not all(recorded(r) for r in results):
+        found = [config_settings(r["config"]) for r in results]
+        names = {k for s in found for k in s}
+        return [{k: s.get(k, "null") for k in sorted(names)} for s in found]
+    found = [job_settings(r["job"], p) for r, p in zip(results, sources, strict=True)]
+    groups = {g for r in results for g in r["job"].get("choices", {})}
+    names = {k for s in found for k in s}
+    return [
+        {
+            k: s[k] if k in s else "null" if k in groups else text(lookup(r["config"], k))
+            for k in sorted(names)
+        }
+        for r, s in zip(results, found, strict=True)
+    ]
+
+
+def load(path: Path) -> dict:
+    """A results.json, with the fields the report reads."""
+    results = json.loads(path.read_text(encoding="utf-8"))
+    for field in ("metrics", "config"):
+        if not isinstance(results.get(field), dict):
+            raise ValueError(f"{path}: no `{field}` object")
+    return results
+
+
+def read_runs(sweep: Path) -> list[Run]:
+    """Every run below `sweep` (a directory holding results.json), by path."""
+    paths = sorted(sweep.rglob(RESULTS))
+    if not paths:
+        raise FileNotFoundError(f"no {RESULTS} under {sweep}")
+    results = [load(p) for p in paths]
+    runs = []
+    for path, r, settings in zip(paths, results, settings_of(results, paths), strict=True):
+        routing = path.parent / "routing.json"
+        summary = json.loads(routing.read_text(encoding="utf-8")) if routing.exists() else None
+        runs.append(Run(str(path.parent), settings, r["metrics"], summary))
+    return runs
+
+
+def varying(runs: Sequence[Run]) -> list[str]:
+    """The settings whose value is not the same in every run, alphabetically."""
+    names = sorted({k for r in runs for k in r.settings})
+    return [k for k in names if len({r.settings[k] for r in runs}) > 1]
+
+
+def headers(names: Sequence[str]) -> list[str]:
+    """Column names of settings; one named like a fixed column gets ` (job)`."""
+    return [f"{n} (job)" if n in FIXED or n in COLUMNS else n for n in names]
+
+
+def order(value: str) -> tuple[int, float, str]:
+    """Sort key of a setting's value: `*` first, then numbers by value, then text."""
+    if value == ANY:
+        return (0, 0.0, "")
+    try:
+        return (1, float(value), value)
+    except ValueError:
+        return (2, 0.0, value)
 
 
 @dataclass(frozen=True)
 class Row:
-    backbone: str
-    data: str
+    """A row of Table 1: the values of the table's setting columns, then the fixed ones."""
+
+    settings: tuple[str, ...]
     split: str  # test, or a further evaluation split (synthetic: test_seen)
     domain: str
-    config: str
+    stage: str
     values: dict[str, float]
-    run: str
+    run: str  # the run it comes from (a shared BM25/PT row: the first by path)
 
 
-def masking_name(target: str) -> str:
-    """`r2r.data.masking.strategies.EntityMasking` -> `entity` (NoMasking -> `none`)."""
-    name = target.rsplit(".", 1)[-1].removesuffix("Masking").lower()
-    return "none" if name == "no" else name
-
-
-def backbone_name(config: dict) -> str:
-    """A short backbone name from its config: the hub id, tiny_<arch>, or the loader's name
-    (`load_gguf_smollm2` -> `smollm2`)."""
-    if config.get("name_or_path"):
-        return config["name_or_path"]
-    if "arch" in config:
-        return f"tiny_{config['arch']}"
-    loader = config["_target_"].rsplit(".", 1)[-1]
-    return loader.removeprefix("load_").removeprefix("gguf_")
-
-
-def rows_of(results: dict, run: str) -> list[Row]:
-    cfg = results["config"]
-    backbone = backbone_name(cfg["backbone"])
-    data = cfg["data"]["name"]
-    curriculum = cfg.get("curriculum", {}).get("name", "direct")
-    tuned = (
-        "PT+S2"
-        if curriculum == "direct"
-        else f"PT+S1+S2 ({masking_name(cfg['masking']['_target_'])})"
-    )
-    labels = {"bm25": "BM25", "zero_shot": "PT", "fine_tuned": tuned}
+def rows_of(run: Run, names: Sequence[str]) -> list[Row]:
     grouped: dict[tuple[str, str, str], dict[str, float]] = {}
-    for key, value in results["metrics"].items():
+    for key, value in run.metrics.items():
         stage_split, domain, metric = key.split("/")
         stage, _, split = stage_split.partition(":")  # `fine_tuned:test_seen`
-        if stage in labels:
-            grouped.setdefault((split or "test", domain, labels[stage]), {})[metric] = value
-    return [Row(backbone, data, s, d, c, v, run) for (s, d, c), v in grouped.items()]
+        if stage in STAGES:
+            grouped.setdefault((split or "test", domain, STAGES[stage]), {})[metric] = value
+    settings = tuple(run.settings[n] for n in names)
+    return [Row(settings, s, d, st, v, run.path) for (s, d, st), v in grouped.items()]
 
 
-def collect(sweep: Path) -> list[Row]:
-    """Rows of every run under `sweep`, each (backbone, data, domain, config) kept once."""
-    rows: dict[tuple[str, str, str, str, str], Row] = {}
-    paths = sorted(sweep.rglob("results.json"))
-    if not paths:
-        raise FileNotFoundError(f"no results.json under {sweep}")
-    for path in paths:
-        for row in rows_of(json.loads(path.read_text(encoding="utf-8")), str(path.parent)):
-            key = (row.backbone, row.data, row.split, row.domain, row.config)
-            # Runs that differ only in unused knobs (masking under curriculum=direct) give
-            # identical rows: keep one. Different numbers for one configuration are an error.
-            if key in rows and rows[key].values != row.values and row.config not in ("BM25", "PT"):
-                raise ValueError(f"two runs give {key}: {rows[key].run} and {row.run}")
-            rows.setdefault(key, row)
-    order = {"BM25": 0, "PT": 1, "PT+S2": 2}
-    return sorted(
-        rows.values(),
+def table1(runs: Sequence[Run]) -> tuple[list[str], list[Row]]:
+    """Table 1's setting columns and its rows (see the module docstring)."""
+    names = varying(runs)
+    shared: dict[tuple, Row] = {}
+    rows = []
+    for run in runs:
+        for row in rows_of(run, names):
+            if row.stage not in UNTRAINED:
+                rows.append(row)
+                continue
+            key = (row.split, row.domain, row.stage, tuple(sorted(row.values.items())))
+            if (same := shared.get(key)) is not None:
+                pairs = zip(same.settings, row.settings, strict=True)
+                row = replace(same, settings=tuple(a if a == b else ANY for a, b in pairs))
+            shared[key] = row
+    rows += shared.values()
+    stages = list(STAGES.values())
+    rows.sort(
         key=lambda r: (
-            r.backbone,
-            r.data,
             r.split != "test",
             r.split,
             r.domain == "all",
             r.domain,
-            order.get(r.config, 3),
-            r.config,
-        ),
+            stages.index(r.stage),
+            [order(v) for v in r.settings],
+            r.run,
+        )
     )
+    return names, rows
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]], left: int) -> str:
@@ -140,76 +311,55 @@ def csv_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return buffer.getvalue()
 
 
-TABLE1_HEAD = ("backbone", "data", "split", "domain", "config", *COLUMNS)
+def table1_head(names: Sequence[str]) -> list[str]:
+    return [*headers(names), "split", "domain", "stage", *COLUMNS]
 
 
-def table1_rows(rows: Sequence[Row]) -> list[list[object]]:
+def table1_cells(rows: Sequence[Row]) -> list[list[object]]:
     return [
-        [r.backbone, r.data, r.split, r.domain, r.config, *(r.values.get(c) for c in COLUMNS)]
-        for r in rows
+        [*r.settings, r.split, r.domain, r.stage, *(r.values.get(c) for c in COLUMNS)] for r in rows
     ]
 
 
-def markdown(rows: Sequence[Row]) -> str:
-    return markdown_table(TABLE1_HEAD, table1_rows(rows), left=5)
+def markdown(names: Sequence[str], rows: Sequence[Row]) -> str:
+    return markdown_table(table1_head(names), table1_cells(rows), left=len(names) + 3)
 
 
-def to_csv(rows: Sequence[Row]) -> str:
+def to_csv(names: Sequence[str], rows: Sequence[Row]) -> str:
+    cells = table1_cells(rows)
     return csv_table(
-        [*TABLE1_HEAD, "run"], [[*t, r.run] for t, r in zip(table1_rows(rows), rows, strict=True)]
+        [*table1_head(names), "run"], [[*c, r.run] for c, r in zip(cells, rows, strict=True)]
     )
 
 
-@dataclass(frozen=True)
-class Routing:
-    """One run's routing.json with the names of its backbone and data."""
+def routed(runs: Sequence[Run]) -> tuple[list[str], list[Run]]:
+    """The runs that routed (routing.json), by their settings, and the settings that vary
+    among them: Tables 2 and 3 name their runs by those."""
+    found = [r for r in runs if r.routing is not None]
+    names = varying(found)
+    found.sort(key=lambda r: ([order(r.settings[n]) for n in names], r.path))
+    return names, found
 
-    backbone: str
-    data: str
-    summary: dict
-    run: str
 
-
-def collect_routing(sweep: Path) -> list[Routing]:
-    found = []
-    for path in sorted(sweep.rglob("routing.json")):
-        results = path.parent / "results.json"
-        if not results.exists():  # the job failed after routing
-            continue
-        cfg = json.loads(results.read_text(encoding="utf-8"))["config"]
-        summary = json.loads(path.read_text(encoding="utf-8"))
-        found.append(
-            Routing(backbone_name(cfg["backbone"]), cfg["data"]["name"], summary, str(path.parent))
-        )
-    return found
+def label(run: Run, names: Sequence[str]) -> str:
+    """`routers.lsr.layer=-1, routers.lsr.pooling=mean`; empty without varying settings."""
+    return ", ".join(f"{h}={run.settings[n]}" for n, h in zip(names, headers(names), strict=True))
 
 
 ROUTED = tuple(f"{m}@{k}" for m in ("ndcg", "mrr", "recall") for k in (5, 10))
-TABLE2_HEAD = (
-    "backbone",
-    "data",
-    "job",
-    "router",
-    "accuracy",
-    "macro-F1",
-    *ROUTED,
-    "params",
-    "routing/reranking %",
-)
+TABLE2_TAIL = ("router", "accuracy", "macro-F1", *ROUTED, "params", "routing/reranking %")
 
 
 # Table 2's row order: the two references (no experts, the true domain) first, chance last.
 ROUTER_ORDER = {"none": 0, "oracle": 1, "random": 3}
 
 
-def table2_rows(found: Sequence[Routing]) -> list[list[object]]:
+def table2_rows(names: Sequence[str], found: Sequence[Run]) -> list[list[object]]:
     """Table 2: per run, one row per router on the pooled test set (`all`); routing time
     as a percentage of reranking time."""
     return [
         [
-            f.backbone,
-            f.data,
-            Path(f.run).name,  # a sweep's jobs differ in their overrides (router settings)
+            *(f.settings[n] for n in names),
             name,
             r["accuracy"],
             r["macro_f1"],
@@ -219,15 +369,22 @@ def table2_rows(found: Sequence[Routing]) -> list[list[object]]:
         ]
         for f in found
         for name, r in sorted(
-            f.summary["routers"].items(), key=lambda kv: (ROUTER_ORDER.get(kv[0], 2), kv[0])
+            f.routing["routers"].items(), key=lambda kv: (ROUTER_ORDER.get(kv[0], 2), kv[0])
         )
     ]
 
 
-def table2_markdown(found: Sequence[Routing]) -> str:
+def table2_markdown(names: Sequence[str], found: Sequence[Run]) -> str:
     # Routing time is a small share of reranking time: two decimals.
-    rows = [[*row[:-1], f"{row[-1]:.2f}"] for row in table2_rows(found)]
-    return markdown_table(TABLE2_HEAD, rows, left=4)
+    rows = [[*row[:-1], f"{row[-1]:.2f}"] for row in table2_rows(names, found)]
+    return markdown_table([*headers(names), *TABLE2_TAIL], rows, left=len(names) + 1)
+
+
+def table2_csv(names: Sequence[str], found: Sequence[Run]) -> str:
+    return csv_table(
+        [*headers(names), *TABLE2_TAIL, "run"],
+        [[*t, f.path] for f in found for t in table2_rows(names, [f])],
+    )
 
 
 def forgetting_cells(forgetting: dict, metric: str = "ndcg@10") -> dict[str, dict[str, float]]:
@@ -242,20 +399,27 @@ def forgetting_cells(forgetting: dict, metric: str = "ndcg@10") -> dict[str, dic
     }
 
 
-TABLE3_HEAD = ("backbone", "data", "model", "domain", "ndcg@10", "Δ vs base")
+TABLE3_TAIL = ("model", "domain", "ndcg@10", "Δ vs base")
 
 
-def table3_rows(found: Sequence[Routing]) -> list[list[object]]:
+def table3_rows(names: Sequence[str], found: Sequence[Run]) -> list[list[object]]:
     """Table 3 (long form): each expert and the bare backbone on each test domain, with
     the change against the bare backbone."""
     rows = []
     for f in found:
-        cells = forgetting_cells(f.summary["forgetting"])
+        cells = forgetting_cells(f.routing["forgetting"])
         for model, row in cells.items():
             for domain, value in row.items():
                 delta = None if model == BASE else value - cells[BASE][domain]
-                rows.append([f.backbone, f.data, model, domain, value, delta])
+                rows.append([*(f.settings[n] for n in names), model, domain, value, delta])
     return rows
+
+
+def table3_csv(names: Sequence[str], found: Sequence[Run]) -> str:
+    return csv_table(
+        [*headers(names), *TABLE3_TAIL, "run"],
+        [[*t, f.path] for f in found for t in table3_rows(names, [f])],
+    )
 
 
 def signed(value: float) -> str:
@@ -263,11 +427,11 @@ def signed(value: float) -> str:
     return f"{round(value, 1) + 0.0:+.1f}"
 
 
-def table3_markdown(found: Sequence[Routing]) -> str:
+def table3_markdown(names: Sequence[str], found: Sequence[Run]) -> str:
     """Table 3 (wide): per run, models down, test domains across, `value (Δ)`."""
     parts = []
     for f in found:
-        cells = forgetting_cells(f.summary["forgetting"])
+        cells = forgetting_cells(f.routing["forgetting"])
         domains = list(cells[BASE])
         rows = [
             [
@@ -281,9 +445,9 @@ def table3_markdown(found: Sequence[Routing]) -> str:
             ]
             for model, row in cells.items()
         ]
+        name = f"{label(f, names)} ({f.path})" if names else f.path
         parts.append(
-            f"{f.backbone} / {f.data} ({f.run}), ndcg@10 (Δ vs base):\n\n"
-            + markdown_table(["model", *domains], rows, left=1)
+            f"{name}, ndcg@10 (Δ vs base):\n\n" + markdown_table(["model", *domains], rows, left=1)
         )
     return "\n".join(parts)
 
@@ -296,38 +460,37 @@ def failed_jobs(sweep: Path) -> list[tuple[str, str]]:
     ]
 
 
-def slug(*parts: str) -> str:
-    """A file name from names that may hold slashes (hub ids: Qwen/Qwen3-Reranker-0.6B)."""
-    return "_".join(parts).replace("/", "-")
-
-
-def figures(rows: Sequence[Row], found: Sequence[Routing], out: Path) -> list[Path]:
-    """Per (backbone, data): test nDCG@10 bars per domain, and the forgetting heat map."""
+def figures(
+    names: Sequence[str],
+    rows: Sequence[Row],
+    routed_names: Sequence[str],
+    found: Sequence[Run],
+    out: Path,
+) -> list[Path]:
+    """Test nDCG@10 bars per domain, one bar per stage and setting; each routed run's
+    forgetting heat map."""
+    head = headers(names)
+    stages = list(STAGES.values())
+    values: dict[str, dict[str, float]] = {}
+    test = [r for r in rows if r.split == "test" and "ndcg@10" in r.values]
+    # Bars in the table's order within a domain: BM25 and PT at the left of every group.
+    for r in sorted(test, key=lambda r: (stages.index(r.stage), [order(v) for v in r.settings])):
+        shown = ", ".join(f"{h}={v}" for h, v in zip(head, r.settings, strict=True) if v != ANY)
+        values.setdefault(f"{r.stage} ({shown})" if shown else r.stage, {})[r.domain] = r.values[
+            "ndcg@10"
+        ]
     written = []
-    groups = dict.fromkeys((r.backbone, r.data) for r in rows if r.split == "test")
-    for backbone, data in groups:
-        values: dict[str, dict[str, float]] = {}
-        mine = [r for r in rows if (r.backbone, r.data, r.split) == (backbone, data, "test")]
-        for config in plots.configs_in_order([r.config for r in mine]):
-            values[config] = {
-                r.domain: r.values["ndcg@10"]
-                for r in mine
-                if r.config == config and "ndcg@10" in r.values
-            }
+    if values:
         written.append(
-            plots.domain_bars(
-                values,
-                out / "plots" / f"{slug('table1', backbone, data)}.png",
-                title=f"{backbone} on {data}: test nDCG@10",
-            )
+            plots.domain_bars(values, out / "plots" / "table1.png", title="test nDCG@10")
         )
     for i, f in enumerate(found):
-        name = slug("forgetting", f.backbone, f.data) + (f"_{i}" if len(found) > 1 else "")
+        name = "forgetting" + (f"_{i}" if len(found) > 1 else "")
         written.append(
             plots.forgetting_heatmap(
-                forgetting_cells(f.summary["forgetting"]),
+                forgetting_cells(f.routing["forgetting"]),
                 out / "plots" / f"{name}.png",
-                title=f"{f.backbone} on {f.data}: forgetting",
+                title=f"forgetting: {label(f, routed_names) or Path(f.path).name}",
             )
         )
     return written
@@ -345,41 +508,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"{args.sweep}: no such directory")
     failures = failed_jobs(args.sweep)
     try:
-        rows = collect(args.sweep)
+        runs = read_runs(args.sweep)
     except FileNotFoundError as error:
         parser.exit(2, f"error: {error} ({len(failures)} failed jobs)\n")
-    found = collect_routing(args.sweep)
+    names, rows = table1(runs)
+    routed_names, found = routed(runs)
     out = args.out or args.sweep
-    sections = {"Table 1: reranking per domain and configuration": markdown(rows)}
-    write_text_atomic(
-        out / "table1.md", sections["Table 1: reranking per domain and configuration"]
-    )
-    write_text_atomic(out / "table1.csv", to_csv(rows))
+    sections = {"Table 1: reranking per setting, domain and stage": markdown(names, rows)}
+    write_text_atomic(out / "table1.md", markdown(names, rows))
+    write_text_atomic(out / "table1.csv", to_csv(names, rows))
     if found:
-        table2 = table2_markdown(found)
+        table2 = table2_markdown(routed_names, found)
+        table3 = table3_markdown(routed_names, found)
         sections["Table 2: routed reranking on the pooled test set"] = table2
-        sections["Table 3: forgetting, every expert on every domain"] = table3_markdown(found)
+        sections["Table 3: forgetting, every expert on every domain"] = table3
         write_text_atomic(out / "table2.md", table2)
-        write_text_atomic(
-            out / "table2.csv",
-            csv_table(
-                [*TABLE2_HEAD, "run"], [[*t, f.run] for f in found for t in table2_rows([f])]
-            ),
-        )
-        write_text_atomic(
-            out / "table3.md", sections["Table 3: forgetting, every expert on every domain"]
-        )
-        write_text_atomic(
-            out / "table3.csv",
-            csv_table(
-                [*TABLE3_HEAD, "run"], [[*t, f.run] for f in found for t in table3_rows([f])]
-            ),
-        )
+        write_text_atomic(out / "table2.csv", table2_csv(routed_names, found))
+        write_text_atomic(out / "table3.md", table3)
+        write_text_atomic(out / "table3.csv", table3_csv(routed_names, found))
     if failures:
         sections[f"Failed jobs ({len(failures)})"] = (
             "\n".join(f"- {job}: {error}" for job, error in failures) + "\n"
         )
-    written = [] if args.no_plots else figures(rows, found, out)
+    written = [] if args.no_plots else figures(names, rows, routed_names, found, out)
     report = "\n".join(f"## {title}\n\n{body}" for title, body in sections.items())
     if written:
         report += "\n## Figures\n\n" + "".join(f"![{p.stem}](plots/{p.name})\n" for p in written)

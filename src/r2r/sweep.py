@@ -2,6 +2,8 @@
 
 - A job whose directory already holds `results.json` from the same config is skipped, so
   re-running a sweep (same `hydra.sweep.dir`) runs only the jobs that are missing.
+- Every job records what was swept (`job_record`: its Hydra choices and overrides) in its
+  results.json, so that a report names its runs by what varies between them.
 - A job that raises leaves `failed.json` (the error and its traceback) in its directory and
   the sweep goes on; `SweepSummary`, a Hydra callback, lists the finished and the failed
   jobs at the end and then fails the multirun (exit status 1) if any job failed.
@@ -19,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -40,6 +43,21 @@ def differences(a: Any, b: Any, prefix: str = "") -> list[str]:
             for d in differences(a.get(key), b.get(key), f"{prefix}{key}.")
         ]
     return [] if a == b else [prefix.rstrip(".")]
+
+
+def job_record() -> dict[str, Any]:
+    """What this job chose: `{"choices": {group: option}, "overrides": ["key=value", ...]}`,
+    Hydra's config-group choices (without `hydra/...` groups and unset ones) and the job's
+    command-line (and sweep) overrides; both empty outside a Hydra run (a composed config)."""
+    if not HydraConfig.initialized():
+        return {"choices": {}, "overrides": []}
+    hydra = HydraConfig.get()
+    choices = {
+        group: option
+        for group, option in hydra.runtime.choices.items()
+        if option is not None and not group.startswith("hydra/")
+    }
+    return {"choices": choices, "overrides": list(hydra.overrides.task)}
 
 
 def finished_metrics(out: Path, config: Mapping[str, Any]) -> dict[str, float] | None:
@@ -121,19 +139,3 @@ class SweepSummary(Callback):
         if failed:
             names = ", ".join(p.name for p in failed)
             raise SystemExit(f"{len(failed)} of {len(jobs)} jobs failed: {names}")
-
-
-def job_record() -> dict[str, Any]:
-    """The job's Hydra choices (group -> option) and task overrides, for results.json;
-    empty outside a Hydra run."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return {"choices": {}, "overrides": []}
-    hydra = HydraConfig.get()
-    choices = {
-        group: option
-        for group, option in hydra.runtime.choices.items()
-        if option is not None and not group.startswith("hydra/")
-    }
-    return {"choices": choices, "overrides": list(hydra.overrides.task)}
