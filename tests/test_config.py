@@ -32,6 +32,7 @@ def test_groups_present() -> None:
         "router",
         "sweep",
         "trainer",
+        "training",
     ]
 
 
@@ -43,27 +44,41 @@ def test_every_option_composes_and_resolves(make_cfg, group: str, option: str) -
     # Resolve every interpolation except mandatory values the user must fill (data=beir).
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     assert container["seed"] == 0
-    assert isinstance(cfg.domains[0], str)
+    assert isinstance(cfg.domain.names[0], str)
 
 
 def test_default_is_tiny_synthetic_on_all_domains(make_cfg) -> None:
     cfg = make_cfg()
     assert cfg.backbone._target_ == "r2r.models.backbones.load_tiny"
     assert cfg.data.name == "synthetic"
-    assert list(cfg.domains) == ["legal", "medical", "finance"]
+    assert list(cfg.domain.names) == ["legal", "medical", "finance"]
     assert sorted(cfg.data.sources) == ["finance", "legal", "medical"]
     assert cfg.trainer.accelerator == "cpu"
-    assert cfg.curriculum.name == "direct" and cfg.curriculum.stage1 is None
+    assert list(cfg.curriculum) == ["fine_tuned"] and cfg.curriculum.fine_tuned.init is None
+    assert cfg.training.mode == "listwise" and cfg.loss._target_ == "r2r.losses.infonce"
     # The paper's LoRA settings stay the base defaults.
     assert (cfg.lora.r, cfg.lora.alpha) == (32, 64)
     assert list(cfg.lora.target_modules) == ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
-@pytest.mark.parametrize("loss", ["infonce", "infonce_prob", "bce", "ranknet"])
+LOSSES = sorted(p.stem for p in (CONF / "loss").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("loss", LOSSES)
 def test_losses_instantiate_to_callables(make_cfg, loss: str) -> None:
     fn = instantiate(make_cfg(f"loss={loss}").loss)
-    value = fn(torch.tensor([[2.0, 0.0, -1.0]]))
+    scores, labels = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[1.0, 0.0, 0.0]])
+    value = fn(scores, labels, torch.tensor([[0.0, 1.0, 2.0]]))  # a teacher that disagrees
     assert value.ndim == 0 and value.item() > 0
+
+
+@pytest.mark.parametrize(
+    ("mode", "loss"), [("listwise", "infonce"), ("pairwise", "ranknet"), ("pointwise", "bce")]
+)
+def test_each_training_mode_brings_its_loss_and_the_command_line_wins(make_cfg, mode, loss):
+    cfg = make_cfg(f"training={mode}")
+    assert (cfg.training.mode, cfg.loss._target_) == (mode, f"r2r.losses.{loss}")
+    assert make_cfg(f"training={mode}", "loss=bce").loss._target_ == "r2r.losses.bce"
 
 
 def test_mining_settings_instantiate(make_cfg) -> None:
@@ -88,7 +103,8 @@ def test_real_data_selects_domains(make_cfg) -> None:
     cfg = make_cfg("data=real")
     assert sorted(cfg.data.sources) == ["finance", "legal", "medical"]
     assert cfg.data.sources.medical.raw.endswith("shared/data/medical/pubmedqa")
-    assert make_cfg("experiment=smollm2_pubmedqa").domains == ["medical"]
+    assert make_cfg("experiment=smollm2_pubmedqa").domain.names == ["medical"]
+    assert make_cfg("experiment=smollm2_real").domain.names == ["medical", "finance"]
 
 
 def test_every_router_config_builds(make_cfg) -> None:
@@ -99,11 +115,8 @@ def test_every_router_config_builds(make_cfg) -> None:
     cfg = make_cfg()
     assert list(cfg.routers) == ["none", "oracle", "lsr", "embedding_mlp", "tfidf", "random"]
     backbone = load_tiny("qwen", template=QWEN3_RERANKER, seed=0)
-    for name, spec in cfg.routers.items():
-        settings = OmegaConf.to_container(spec, resolve=True)
-        router = build_router(
-            settings.pop("kind"), ["legal", "medical"], settings, backbone=backbone
-        )
+    for name, factory in instantiate(cfg.routers).items():
+        router = build_router(factory, ["legal", "medical"], backbone=backbone)
         assert router.kind == name and router.domains == ("legal", "medical")
 
 

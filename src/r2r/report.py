@@ -59,13 +59,12 @@ from hydra.errors import OverrideParseException
 
 from r2r import plots
 from r2r.files import write_text_atomic
-from r2r.routing.evaluation import BASE
+from r2r.metrics import metric_names
+from r2r.routing.evaluation import BASE, TABLE2_METRICS
 from r2r.sweep import FAILED, IGNORED, RESULTS
 
 # Table 1's metric columns, in the paper's order.
-COLUMNS: tuple[str, ...] = tuple(
-    f"{m}@{k}" for m in ("ndcg", "mrr", "recall", "precision") for k in (5, 10)
-)
+COLUMNS = metric_names(("ndcg", "mrr", "recall", "precision"))
 # Metric key prefix -> Table 1's stage label, in the table's order.
 STAGES = {"bm25": "BM25", "zero_shot": "PT", "stage1": "S1", "fine_tuned": "fine-tuned"}
 UNTRAINED = ("BM25", "PT")
@@ -346,7 +345,7 @@ def label(run: Run, names: Sequence[str]) -> str:
     return ", ".join(f"{h}={run.settings[n]}" for n, h in zip(names, headers(names), strict=True))
 
 
-ROUTED = tuple(f"{m}@{k}" for m in ("ndcg", "mrr", "recall") for k in (5, 10))
+ROUTED = TABLE2_METRICS
 TABLE2_TAIL = ("router", "accuracy", "macro-F1", *ROUTED, "params", "routing/reranking %")
 
 
