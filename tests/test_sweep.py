@@ -139,7 +139,7 @@ def test_each_multirun_job_is_its_own_wandb_run_and_a_rerun_skips_them(
             if r.WhichOneof("record_type") == "config"
             for item in r.config.update
         }
-        assert config["domains"] == [domain] and config["seed"] == 0
+        assert config["domain"] == {"names": [domain]} and config["seed"] == 0
         exits = [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"]
         assert exits == [0]  # finished by the job itself
     assert len(set(ids)) == 2

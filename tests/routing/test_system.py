@@ -16,7 +16,7 @@ from r2r.routing.system import RoutedReranker, route
 from r2r.types import Passage
 
 DOMAINS = ("legal", "medical", "finance")
-INPUTS = {"max_length": 160, "max_query_length": 24}
+INPUTS = {"max_length": 160, "max_query_length": 24, "instruction": None}
 TINY = {
     "_target_": "r2r.models.backbones.load_tiny",
     "arch": "qwen",
