@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -37,10 +38,9 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     return _make
 
 
-@pytest.fixture
-def multirun(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
+def start_multirun(folder: Path) -> Callable[..., subprocess.CompletedProcess]:
     """Run `python run.py -m debug=fast OVERRIDES` in a child process, as a user would: the
-    sweep in tmp_path/sweep, its caches in tmp_path/cache, one thread per process."""
+    sweep in folder/sweep, its caches in folder/cache, one thread per process."""
 
     def _run(
         *overrides: str, env: dict[str, str] | None = None, timeout: int = 600
@@ -50,8 +50,8 @@ def multirun(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
             "run.py",
             "-m",
             "debug=fast",
-            f"paths.cache={tmp_path / 'cache'}",
-            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            f"paths.cache={folder / 'cache'}",
+            f"hydra.sweep.dir={folder / 'sweep'}",
             *overrides,
         ]
         return subprocess.run(
@@ -64,3 +64,50 @@ def multirun(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
         )
 
     return _run
+
+
+@pytest.fixture
+def multirun(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
+    """`start_multirun` into the test's own tmp_path."""
+    return start_multirun(tmp_path)
+
+
+def wandb_env(folder: Path) -> dict[str, str]:
+    """W&B quiet, with its own folders (cache, config, artifact staging) under `folder`."""
+    home = str(folder / "wandb_home")
+    return {
+        "WANDB_SILENT": "true",
+        "WANDB_CACHE_DIR": home,
+        "WANDB_CONFIG_DIR": home,
+        "WANDB_DATA_DIR": home,
+    }
+
+
+# The one real sweep the sweep and notebook tests share (one run of it per test session):
+# Table 1's two curricula on two routed domains, each job its own offline W&B run.
+SHARED_SWEEP = (
+    "logger=wandb",
+    "curriculum=direct,eag",
+    "domain.names=[legal,medical]",
+    "~routers.embedding_mlp",
+)
+
+
+@dataclass(frozen=True)
+class SharedSweep:
+    folder: Path  # sweep/ (the jobs), cache/, wandb_home/
+    done: subprocess.CompletedProcess
+
+    @property
+    def sweep(self) -> Path:
+        return self.folder / "sweep"
+
+    def again(self) -> subprocess.CompletedProcess:
+        """The same multirun once more, into the same sweep folder."""
+        return start_multirun(self.folder)(*SHARED_SWEEP, env=wandb_env(self.folder))
+
+
+@pytest.fixture(scope="session")
+def shared_sweep(tmp_path_factory: pytest.TempPathFactory) -> SharedSweep:
+    folder = tmp_path_factory.mktemp("shared_sweep")
+    return SharedSweep(folder, start_multirun(folder)(*SHARED_SWEEP, env=wandb_env(folder)))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -76,20 +75,15 @@ def test_eag_pipeline_hands_stage1_to_every_expert(make_cfg) -> None:
     assert "| stage1 | all |" in (out / "results.md").read_text()
 
 
-@pytest.mark.parametrize("masking", ["none", "predictive", "random"])
-def test_eag_runs_with_every_masking(make_cfg, masking: str) -> None:
-    metrics = run(make_cfg("debug=fast", "domain=legal", "curriculum=eag", f"masking={masking}"))
-    assert 0.0 <= metrics["stage1/legal/ndcg@10"] <= 100.0
-    assert 0.0 <= metrics["fine_tuned/legal/ndcg@10"] <= 100.0
-
-
 def test_optional_rows_and_stage1_trainer_settings(make_cfg) -> None:
     """zero_shot=false and stage1.test=false drop those rows; stage1.trainer validates stage 1
-    alone (every 2 of its 4 steps) while stage 2 keeps `trainer`'s no-validation setting."""
+    alone (every 2 of its 4 steps) while stage 2 keeps `trainer`'s no-validation setting.
+    (Stage 1 on predictive masking here; entity in the test above, random in test_pipeline.)"""
     cfg = make_cfg(
         "debug=fast",
         "domain=legal",
         "curriculum=eag",
+        "masking=predictive",
         "logger=csv",
         "zero_shot=false",
         "trainer.limit_val_batches=0",

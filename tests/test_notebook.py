@@ -14,11 +14,9 @@ from r2r.report import main as report
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_analysis_notebook_on_a_small_sweep(multirun, tmp_path: Path) -> None:
-    sweep = tmp_path / "sweep"
-    done = multirun("curriculum=direct,eag")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert report([str(sweep), "--out", str(tmp_path / "report"), "--no-plots"]) == 0
+def test_analysis_notebook_on_a_small_sweep(shared_sweep, tmp_path: Path) -> None:
+    assert shared_sweep.done.returncode == 0, shared_sweep.done.stderr[-3000:]
+    assert report([str(shared_sweep.sweep), "--out", str(tmp_path / "report"), "--no-plots"]) == 0
 
     executed = tmp_path / "analysis.ipynb"
     papermill.execute_notebook(

@@ -190,12 +190,16 @@ def test_default_job_fine_tuning_beats_zero_shot(make_cfg) -> None:
 
 def test_mask_test_scores_the_abstracted_test_lists(make_cfg) -> None:
     """mask_test=true adds `test_masked`: the same lists (BM25 row unchanged, it ranks the
-    original texts), reranked on their abstracted texts (model rows change)."""
-    metrics = run(make_cfg("debug=fast", "domain=legal", "mask_test=true", "logger=none"))
+    original texts), reranked on their abstracted texts (model rows change). The run is EAG
+    with the random-masking control, so its stage 1 row is scored on every split too."""
+    cfg = make_cfg(
+        "debug=fast", "domain=legal", "mask_test=true", "curriculum=eag", "masking=random"
+    )
+    metrics = run(cfg)
     stages = {key.split("/")[0] for key in metrics}
     assert stages == {
         f"{stage}{split}"
-        for stage in ("bm25", "zero_shot", "fine_tuned")
+        for stage in ("bm25", "zero_shot", "stage1", "fine_tuned")
         for split in ("", ":test_seen", ":test_masked")
     }
     for name in METRIC_NAMES:

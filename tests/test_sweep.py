@@ -86,30 +86,18 @@ def wandb_records(path: Path) -> list[wandb_internal_pb2.Record]:
     return records
 
 
-def wandb_env(tmp_path: Path) -> dict[str, str]:
-    """W&B quiet, with its own folders (cache, config, artifact staging) under the test's."""
-    home = str(tmp_path / "wandb_home")
-    return {
-        "WANDB_SILENT": "true",
-        "WANDB_CACHE_DIR": home,
-        "WANDB_CONFIG_DIR": home,
-        "WANDB_DATA_DIR": home,
-    }
-
-
-def test_each_multirun_job_is_its_own_wandb_run_and_a_rerun_skips_them(
-    multirun, tmp_path: Path
-) -> None:
-    first = multirun("logger=wandb", "domain=legal,medical", env=wandb_env(tmp_path))
+def test_each_multirun_job_is_its_own_wandb_run_and_a_rerun_skips_them(shared_sweep) -> None:
+    first = shared_sweep.done
     assert first.returncode == 0, first.stderr[-3000:]
-    sweep = tmp_path / "sweep"
+    sweep = shared_sweep.sweep
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    common = "debug=fast,domain.names=[legal,medical],logger=wandb,~routers.embedding_mlp=null"
     assert [p.name for p in jobs] == [
-        "0_debug=fast,domain=legal,logger=wandb",
-        "1_debug=fast,domain=medical,logger=wandb",
+        f"0_curriculum=direct,{common}",
+        f"1_curriculum=eag,{common}",
     ]
     ids = []
-    for job, domain, other in zip(jobs, ["legal", "medical"], ["medical", "legal"], strict=True):
+    for job, curriculum in zip(jobs, ["direct", "eag"], strict=True):
         files = list((job / "wandb").glob("offline-run-*/run-*.wandb"))
         assert len(files) == 1, files
         records = wandb_records(files[0])
@@ -124,35 +112,43 @@ def test_each_multirun_job_is_its_own_wandb_run_and_a_rerun_skips_them(
             for item in r.history.item
         }
         assert {
-            f"fine_tuned/{domain}/ndcg@10",
+            "fine_tuned/legal/ndcg@10",
+            "fine_tuned/medical/ndcg@10",
             "fine_tuned/all/ndcg@10",
             "zero_shot/all/mrr@10",
             "bm25/all/ndcg@10",
-            f"{domain}/train/loss",  # each adapter's curves under its own name
-            f"{domain}/val/{domain}/ndcg@10",
+            "legal/train/loss",  # each adapter's curves under its own name
+            "legal/val/legal/ndcg@10",
+            "medical/train/loss",
+            "router/train/loss",  # the LSR's head, trained by the run's trainer
             "results/_type",  # the results table
+            "routing/_type",  # Table 2
         } <= keys
-        assert f"fine_tuned/{other}/ndcg@10" not in keys
+        assert ("stage1/train/loss" in keys) == (curriculum == "eag")
+        assert "fine_tuned/finance/ndcg@10" not in keys
         config = {
             (item.key or "/".join(item.nested_key)): json.loads(item.value_json)
             for r in records
             if r.WhichOneof("record_type") == "config"
             for item in r.config.update
         }
-        assert config["domain"] == {"names": [domain]} and config["seed"] == 0
+        assert config["domain"] == {"names": ["legal", "medical"]} and config["seed"] == 0
         exits = [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"]
         assert exits == [0]  # finished by the job itself
     assert len(set(ids)) == 2
-    # The report reads what was swept (results.json's `job` record): a column per job domain.
-    report([str(sweep), "--out", str(tmp_path / "report"), "--no-plots"])
-    assert (tmp_path / "report" / "table1.md").read_text().startswith("| domain (job) | split |")
 
-    second = multirun("logger=wandb", "domain=legal,medical", env=wandb_env(tmp_path))
+    second = shared_sweep.again()
     assert second.returncode == 0, second.stderr[-3000:]
     log = second.stdout + second.stderr
     assert log.count("already holds this job's results") == 2
     # Skipped jobs start no W&B run.
     assert [len(list((j / "wandb").glob("offline-run-*"))) for j in jobs] == [1, 1]
+
+
+def test_the_report_has_a_column_for_the_swept_setting(shared_sweep, tmp_path: Path) -> None:
+    # The report reads what was swept (results.json's `job` record): a column per setting.
+    assert report([str(shared_sweep.sweep), "--out", str(tmp_path), "--no-plots"]) == 0
+    assert (tmp_path / "table1.md").read_text().startswith("| curriculum | split |")
 
 
 def test_a_failed_job_is_recorded_and_the_sweep_goes_on(multirun, tmp_path: Path) -> None:
