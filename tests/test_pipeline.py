@@ -309,3 +309,23 @@ def test_deploying_an_unknown_router_fails_before_training(make_cfg) -> None:
     out = Path(cfg.paths.output)
     assert [p.name for p in out.iterdir()] == ["failed.json"]
     assert json.loads((out / "failed.json").read_text())["error"].startswith("ValueError: ")
+
+
+def test_routers_train_under_the_runs_trainer_settings(make_cfg) -> None:
+    """A router's head trains with the run's `trainer` (accelerator, precision, limits,
+    loggers), `routing.trainer` keys replaced, for the router's own epochs."""
+    from r2r.pipeline import Job, router_trainer
+
+    cfg = make_cfg(
+        "debug=fast",
+        "trainer=ddp",
+        "+trainer.limit_train_batches=2",
+        "trainer.precision=bf16-mixed",
+    )
+    job = Job(cfg, Path(cfg.paths.output), {}, None, None, None, loggers=[])
+    trainer = router_trainer(job, 7)
+    assert (trainer.max_epochs, trainer.max_steps) == (7, -1)
+    assert (trainer.limit_train_batches, trainer.precision) == (2, "bf16-mixed")
+    assert trainer.check_val_every_n_epoch == 1 and trainer.val_check_interval == 1.0
+    # One device even under trainer=ddp: the other ranks have finished before routing.
+    assert trainer.num_devices == 1 and type(trainer.strategy).__name__ == "SingleDeviceStrategy"

@@ -120,7 +120,8 @@ def test_each_multirun_job_is_its_own_wandb_run_and_a_rerun_skips_them(shared_sw
             "legal/train/loss",  # each adapter's curves under its own name
             "legal/val/legal/ndcg@10",
             "medical/train/loss",
-            "router/train/loss",  # the LSR's head, trained by the run's trainer
+            "router/lsr/train/loss",  # the LSR's head, trained by the run's trainer
+            "router/lsr/val/accuracy",  # ...validated on the dev queries
             "results/_type",  # the results table
             "routing/_type",  # Table 2
         } <= keys

@@ -125,11 +125,12 @@ class FeatureRouter(Router):
         data: QueryData,
         *,
         trainer: TrainerFactory | None = None,
-        log_prefix: str = "router/",
+        log_prefix: str | None = None,
     ) -> FeatureRouter:
         """Train a fresh head for `epochs` on `data`'s training queries, validating on its
         dev queries when there are any (logs `{log_prefix}train/loss`,
-        `{log_prefix}val/accuracy`, `{log_prefix}val/macro_f1`). `trainer(epochs)` builds
+        `{log_prefix}val/accuracy`, `{log_prefix}val/macro_f1`; the prefix defaults to
+        `router/<kind>/`, so that two routers' curves in one run stay apart). `trainer(epochs)` builds
         the run's trainer (its device, precision and limits apply); without it, a quiet CPU
         trainer."""
         train = data.queries("train")
@@ -155,7 +156,7 @@ class FeatureRouter(Router):
             len(self.domains),
             lr=self.lr,
             weight_decay=self.weight_decay,
-            log_prefix=log_prefix,
+            log_prefix=default_prefix(self) if log_prefix is None else log_prefix,
         )
         fitter = (trainer or quiet_trainer)(self.epochs)
         # fork_rng: MLP dropout draws from the global RNG; seed it here without moving the
@@ -386,6 +387,12 @@ class EmbeddingRouter(FeatureRouter):
         router = cls(domains, cache_dir=cache_dir, **settings)
         router.load_weights(folder)
         return router
+
+
+def default_prefix(router: Router) -> str:
+    """`router/<kind>/` (`router/` for a bare FeatureRouter, which has no kind)."""
+    kind = getattr(router, "kind", None)
+    return f"router/{kind}/" if kind else "router/"
 
 
 def quiet_trainer(epochs: int) -> L.Trainer:
