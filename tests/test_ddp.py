@@ -1,5 +1,6 @@
 """trainer=ddp on CPU (gloo, 2 processes) inside a Hydra multirun: each job runs as a single
-run of its own (r2r.sweep.run_single) and trains as one process with twice the batch."""
+run of its own (r2r.sweep.run_single), trains as one process with twice the batch, and rank
+0 then routes alone."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from safetensors.torch import load_file
 from r2r.pipeline import run
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = ["routing.enabled=false", "scheduler.num_warmup_steps=0"]
+SETTINGS = ["scheduler.num_warmup_steps=0", "domain.names=[legal,medical]"]
+# Routing after DDP training: the LSR's head trains on rank 0 alone (the cheap routers only).
+ROUTERS = ["~routers.embedding_mlp", "~routers.tfidf", "~routers.random"]
 
 
 def test_ddp_multirun_matches_one_process_with_the_global_batch(multirun, tmp_path: Path) -> None:
@@ -24,7 +27,7 @@ def test_ddp_multirun_matches_one_process_with_the_global_batch(multirun, tmp_pa
         "trainer.accelerator=cpu",
         "trainer.devices=2",
         "datamodule.train_batch_size=2",  # per process: 2 x 2 = the reference's 4
-        "domain=legal",
+        *ROUTERS,
         timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -33,6 +36,9 @@ def test_ddp_multirun_matches_one_process_with_the_global_batch(multirun, tmp_pa
     assert log.count("All distributed processes registered. Starting with 2 processes") == 1
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [(j / "results.json").exists() for j in jobs] == [True]
+    routing = json.loads((jobs[0] / "routing.json").read_text())
+    assert sorted(routing["routers"]) == ["lsr", "none", "oracle"]
+    assert (jobs[0] / "system" / "system.json").is_file()
     # Rank 1 keeps its scratch copy only while the job runs.
     assert not [p for j in jobs for p in j.glob(".rank*")]
 
@@ -42,7 +48,7 @@ def test_ddp_multirun_matches_one_process_with_the_global_batch(multirun, tmp_pa
             overrides=[
                 "debug=fast",
                 *SETTINGS,
-                "domain=legal",
+                "routing.enabled=false",
                 f"paths.root={ROOT}",
                 f"paths.output={tmp_path / 'one'}",
                 f"paths.cache={tmp_path / 'cache'}",

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -120,18 +121,27 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 
 def train_and_test(cfg: DictConfig, loggers: list) -> dict[str, float]:
+    """baselines -> curriculum -> evaluated rows -> routing -> outputs; the metric dict."""
     started = time.perf_counter()
     job = prepare(cfg, loggers)
     adapters = train_curriculum(job)
     if rank_zero_only.rank:  # DDP: rank 0 evaluates and writes; this rank's copy goes
         shutil.rmtree(job.out, ignore_errors=True)
         return {}
+    alone()
     splits = eval_splits(job)
     scored = baselines(job, splits) | stage_rows(job, adapters, splits)
     metrics = {k: v for row, items in scored.items() for k, v in evaluate(items, row).items()}
     routing = route(job, adapters[last_stage(cfg)]) if cfg.routing.enabled else {}
     write_outputs(job, splits, scored, metrics, routing, time.perf_counter() - started)
     return metrics
+
+
+def alone() -> None:
+    """After DDP training, rank 0 goes on by itself: without the process group, nothing
+    later (a router's metrics, a trainer) waits for the ranks that have finished."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def check(cfg: DictConfig) -> None:
