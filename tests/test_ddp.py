@@ -48,7 +48,9 @@ def test_ddp_multirun_matches_one_process_with_the_global_batch(multirun, tmp_pa
             overrides=[
                 "debug=fast",
                 *SETTINGS,
-                "routing.enabled=false",
+                # The reference trains the legal expert alone: each adapter is seeded from
+                # (seed, stage, domain), so the other domain's expert changes nothing.
+                "domain.names=[legal]",
                 f"paths.root={ROOT}",
                 f"paths.output={tmp_path / 'one'}",
                 f"paths.cache={tmp_path / 'cache'}",
@@ -57,7 +59,7 @@ def test_ddp_multirun_matches_one_process_with_the_global_batch(multirun, tmp_pa
     assert cfg.datamodule.train_batch_size == 4
     single = run(cfg)
     ddp = json.loads((jobs[0] / "results.json").read_text())["metrics"]
-    assert set(ddp) == set(single)
+    assert set(single) == {k for k in ddp if k.split("/")[1] == "legal"}
     # Stated tolerance: adapter weights within 1% of the largest LoRA weight, metrics within
     # 0.01 points. Only the order of the gradient sums differs; Adam's normalisation scales
     # that rounding up in its first steps.
