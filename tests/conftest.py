@@ -84,10 +84,13 @@ def wandb_env(folder: Path) -> dict[str, str]:
 
 
 # The one real sweep the sweep and notebook tests share (one run of it per test session):
-# Table 1's two curricula on two routed domains, each job its own offline W&B run.
+# Table 1's two curricula on two routed domains, each job its own offline W&B run; and for
+# each, a job that fails (an unknown deploy router, refused before any work) while the
+# sweep goes on.
 SHARED_SWEEP = (
     "logger=wandb",
     "curriculum=direct,eag",
+    "routing.deploy=lsr,nonexistent",
     "domain.names=[legal,medical]",
     "~routers.embedding_mlp",
 )

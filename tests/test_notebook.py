@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_analysis_notebook_on_a_small_sweep(shared_sweep, tmp_path: Path) -> None:
-    assert shared_sweep.done.returncode == 0, shared_sweep.done.stderr[-3000:]
+    # Two of its four jobs fail on purpose (test_sweep.py); the report lists them.
+    assert shared_sweep.done.returncode == 1, shared_sweep.done.stderr[-3000:]
     assert report([str(shared_sweep.sweep), "--out", str(tmp_path / "report"), "--no-plots"]) == 0
 
     executed = tmp_path / "analysis.ipynb"

@@ -86,16 +86,24 @@ def wandb_records(path: Path) -> list[wandb_internal_pb2.Record]:
     return records
 
 
+def shared_jobs(sweep: Path) -> list[Path]:
+    """The shared sweep's job folders: (direct, eag) x (deploy lsr, deploy nonexistent)."""
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    common = "debug=fast,domain.names=[legal,medical],logger=wandb"
+    assert [p.name for p in jobs] == [
+        f"{i}_curriculum={c},{common},routing.deploy={d},~routers.embedding_mlp=null"
+        for i, (c, d) in enumerate(
+            [("direct", "lsr"), ("direct", "nonexistent"), ("eag", "lsr"), ("eag", "nonexistent")]
+        )
+    ]
+    return jobs
+
+
 def test_each_multirun_job_is_its_own_wandb_run_and_a_rerun_skips_them(shared_sweep) -> None:
     first = shared_sweep.done
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.returncode == 1, first.stderr[-3000:]  # two jobs fail on purpose
     sweep = shared_sweep.sweep
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
-    common = "debug=fast,domain.names=[legal,medical],logger=wandb,~routers.embedding_mlp=null"
-    assert [p.name for p in jobs] == [
-        f"0_curriculum=direct,{common}",
-        f"1_curriculum=eag,{common}",
-    ]
+    jobs = shared_jobs(sweep)[0::2]  # the jobs that deploy lsr
     ids = []
     for job, curriculum in zip(jobs, ["direct", "eag"], strict=True):
         files = list((job / "wandb").glob("offline-run-*/run-*.wandb"))
@@ -139,11 +147,16 @@ def test_each_multirun_job_is_its_own_wandb_run_and_a_rerun_skips_them(shared_sw
     assert len(set(ids)) == 2
 
     second = shared_sweep.again()
-    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.returncode == 1, second.stderr[-3000:]  # the failed jobs fail again
     log = second.stdout + second.stderr
     assert log.count("already holds this job's results") == 2
-    # Skipped jobs start no W&B run.
-    assert [len(list((j / "wandb").glob("offline-run-*"))) for j in jobs] == [1, 1]
+    # Skipped jobs start no W&B run; a job refused before any work starts none either.
+    assert [len(list((j / "wandb").glob("offline-run-*"))) for j in shared_jobs(sweep)] == [
+        1,
+        0,
+        1,
+        0,
+    ]
 
 
 def test_the_report_has_a_column_for_the_swept_setting(shared_sweep, tmp_path: Path) -> None:
@@ -152,15 +165,16 @@ def test_the_report_has_a_column_for_the_swept_setting(shared_sweep, tmp_path: P
     assert (tmp_path / "table1.md").read_text().startswith("| curriculum | split |")
 
 
-def test_a_failed_job_is_recorded_and_the_sweep_goes_on(multirun, tmp_path: Path) -> None:
-    done = multirun("domain=legal", "routing.deploy=nonexistent,none")
+def test_a_failed_job_is_recorded_and_the_sweep_goes_on(shared_sweep) -> None:
+    done = shared_sweep.done
     log = done.stdout + done.stderr
     assert done.returncode == 1
-    failed = tmp_path / "sweep" / "0_debug=fast,domain=legal,routing.deploy=nonexistent"
-    finished = tmp_path / "sweep" / "1_debug=fast,domain=legal,routing.deploy=none"
-    error = json.loads((failed / FAILED).read_text())["error"]
-    assert error.startswith("ValueError: routing.deploy='nonexistent' is not in routers")
-    assert not (failed / "results.json").exists()
-    assert (finished / "results.json").exists() and not (finished / FAILED).exists()
-    assert "1 jobs finished, 1 failed" in log
-    assert log.rstrip().endswith(f"1 of 2 jobs failed: {failed.name}")
+    direct, direct_failed, eag, eag_failed = shared_jobs(shared_sweep.sweep)
+    for failed in (direct_failed, eag_failed):
+        error = json.loads((failed / FAILED).read_text())["error"]
+        assert error.startswith("ValueError: routing.deploy='nonexistent' is not in routers")
+        assert not (failed / "results.json").exists()
+    for finished in (direct, eag):
+        assert (finished / "results.json").exists() and not (finished / FAILED).exists()
+    assert "2 jobs finished, 2 failed" in log
+    assert log.rstrip().endswith(f"2 of 4 jobs failed: {direct_failed.name}, {eag_failed.name}")
