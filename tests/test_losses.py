@@ -215,6 +215,15 @@ def test_ranknet_on_graded_groups_counts_every_ordered_pair() -> None:
     assert ranknet(scores, labels).item() == pytest.approx(sum(terms) / 3, abs=1e-12)
 
 
+def test_ranknet_on_pairs_exact_value() -> None:
+    # training=pairwise: (better, worse) rows; the second pair is ranked the wrong way.
+    scores = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    labels = torch.tensor([[1.0, 0.0], [0.5, 0.0]], dtype=torch.float64)
+    expected = (math.log(1 + math.exp(-1.0)) + math.log(1 + math.exp(2.0))) / 2
+    assert expected == pytest.approx(1.2200948, abs=1e-7)
+    assert ranknet(scores, labels).item() == pytest.approx(expected, abs=1e-12)
+
+
 def test_ranknet_needs_two_different_labels() -> None:
     with pytest.raises(ValueError, match="no pair in the batch has different labels"):
         ranknet(torch.zeros(1, 2), torch.ones(1, 2))

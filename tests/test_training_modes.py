@@ -18,15 +18,16 @@ def losses(out: Path, prefix: str) -> list[float]:
     return [float(r[f"{prefix}train/loss"]) for r in rows if r.get(f"{prefix}train/loss")]
 
 
-def test_pointwise_trains_on_rows_with_bce_by_default(make_cfg) -> None:
-    cfg = make_cfg("debug=fast", "domain=legal", "training=pointwise", "logger=csv")
-    assert cfg.loss._target_ == "r2r.losses.bce"  # the mode's default loss
+@pytest.mark.parametrize(("mode", "loss"), [("pointwise", "bce"), ("pairwise", "ranknet")])
+def test_a_training_mode_trains_with_its_own_loss(make_cfg, mode: str, loss: str) -> None:
+    cfg = make_cfg("debug=fast", "domain=legal", f"training={mode}", "logger=csv")
+    assert cfg.loss._target_ == f"r2r.losses.{loss}"  # the mode's default loss
     metrics = run(cfg)
     out = Path(cfg.paths.output)
     assert len(losses(out, "legal/")) == 6  # one per step (debug=fast: 6 steps)
     assert 0.0 <= metrics["fine_tuned/legal/ndcg@10"] <= 100.0
     saved = json.loads((out / "results.json").read_text())["config"]["training"]
-    assert saved == {"_target_": "r2r.data.examples.Training", "mode": "pointwise", "teacher": None}
+    assert saved == {"_target_": "r2r.data.examples.Training", "mode": mode, "teacher": None}
 
 
 def write_teacher(cfg, path: Path) -> Path:
