@@ -38,8 +38,8 @@ class FeatureRouter(Router):
     standardize: z-score features with the training set's mean and std (buffers, so
         `n_params` is the head's parameters alone).
     epochs, lr, weight_decay, batch_size, seed: AdamW training for `epochs` passes over the
-        training queries; the same seed gives the same head (initialisation and shuffling
-        are seeded; the caller's RNG is left untouched).
+        training queries; `seed` seeds the head's initialisation and dropout (the caller's
+        RNG is left untouched), the data's own seed the order of the batches.
     cache: where features are kept between calls (training and evaluation query sets are
         featurized once each).
 
