@@ -4,14 +4,23 @@ job recorded while the rest of the sweep goes on."""
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from wandb.proto import wandb_internal_pb2
 
 from r2r.report import main as report
-from r2r.sweep import FAILED, clear_failure, differences, finished_metrics, record_failure
+from r2r.sweep import (
+    FAILED,
+    SweepSummary,
+    clear_failure,
+    differences,
+    finished_metrics,
+    record_failure,
+)
 from r2r.tracking import results_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,3 +187,26 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on(shared_sweep) -> None:
         assert (finished / "results.json").exists() and not (finished / FAILED).exists()
     assert "2 jobs finished, 2 failed" in log
     assert log.rstrip().endswith(f"2 of 4 jobs failed: {direct_failed.name}, {eag_failed.name}")
+
+
+def test_the_sweep_summary_finds_nested_jobs_and_counts_unfinished_ones(tmp_path: Path) -> None:
+    """A path-valued override nests a job's directory; a job that left neither results nor a
+    failure (killed) counts as not finished; either makes the sweep fail."""
+    done = tmp_path / "0_backbone.name_or_path=" / "models" / "qwen"  # `=/models/qwen`
+    failed = tmp_path / "1_domain=legal"
+    killed = tmp_path / "2_domain=medical"
+    for job in (done, failed, killed):
+        (job / ".hydra").mkdir(parents=True)
+    (done / "results.json").write_text("{}")
+    record_failure(failed, ValueError("bad"))
+    (tmp_path / "multirun.yaml").write_text("")
+    (done / "wandb").mkdir()  # folders inside a job are not jobs
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    with pytest.raises(SystemExit, match=r"^2 of 3 jobs failed: 1_domain=legal, 2_domain=medical$"):
+        SweepSummary().on_multirun_end(config)
+    shutil.rmtree(killed)  # only the finished job and the failed one
+    with pytest.raises(SystemExit, match=r"^1 of 2 jobs failed: 1_domain=legal$"):
+        SweepSummary().on_multirun_end(config)
+    clear_failure(failed)
+    (failed / "results.json").write_text("{}")
+    SweepSummary().on_multirun_end(config)  # everything finished: no exit

@@ -179,9 +179,11 @@ def prepare(cfg: DictConfig, loggers: list) -> Job:
     # Under DDP another rank keeps its own copy of the adapters in a scratch folder.
     rank = rank_zero_only.rank
     out = Path(cfg.paths.output) / (f".rank{rank}" if rank else "")
+    # The backbone first: a model that cannot be found fails before any data work.
+    backbone = instantiate(cfg.backbone)
     miner = BM25Miner(instantiate(cfg.mining), cache_dir=Path(cfg.paths.cache) / "mining")
     datasets = {d: instantiate(sources[d]) for d in found}
-    job = Job(cfg, out, datasets, instantiate(cfg.backbone), miner, None, loggers)
+    job = Job(cfg, out, datasets, backbone, miner, None, loggers)
     # mask_test: the masker of the `test_masked` lists, fitted on the training groups.
     masker = instantiate(cfg.masking).fit(job.datamodule().groups()) if cfg.mask_test else None
     job = replace(job, eval_masker=masker)

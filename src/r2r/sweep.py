@@ -123,19 +123,38 @@ def run_single(
     return json.loads((output / RESULTS).read_text(encoding="utf-8"))["metrics"]
 
 
+def sweep_jobs(sweep: Path) -> list[Path]:
+    """Every job directory of a sweep, however deep (an override holding a path nests it):
+    the folders Hydra wrote a `.hydra/` into, and any other holding a result or a failure."""
+    if not sweep.is_dir():
+        return []
+    marks = [*sweep.rglob(".hydra"), *sweep.rglob(RESULTS), *sweep.rglob(FAILED)]
+    return sorted({m.parent for m in marks if m.parent != sweep})
+
+
 class SweepSummary(Callback):
-    """Logs, at the end of a multirun, which job directories finished and which failed;
-    exits with status 1 if any failed (Hydra turns a callback's exceptions into warnings)."""
+    """Logs, at the end of a multirun, which jobs finished, which failed and which did not
+    finish (interrupted: neither results nor a failure record), and exits with status 1 if
+    any job did not finish (Hydra turns a callback's exceptions into warnings)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)
-        jobs = sorted(p for p in sweep.iterdir() if p.is_dir()) if sweep.is_dir() else []
+        jobs = sweep_jobs(sweep)
         failed = [p for p in jobs if (p / FAILED).exists()]
         done = [p for p in jobs if (p / RESULTS).exists() and p not in failed]
-        log.info("sweep %s: %d jobs finished, %d failed", sweep, len(done), len(failed))
+        lost = [p for p in jobs if p not in done and p not in failed]
+        log.info(
+            "sweep %s: %d jobs finished, %d failed%s",
+            sweep,
+            len(done),
+            len(failed),
+            f", {len(lost)} did not finish" if lost else "",
+        )
         for path in failed:
             error = json.loads((path / FAILED).read_text(encoding="utf-8"))["error"]
-            log.error("failed: %s: %s", path.name, error)
-        if failed:
-            names = ", ".join(p.name for p in failed)
-            raise SystemExit(f"{len(failed)} of {len(jobs)} jobs failed: {names}")
+            log.error("failed: %s: %s", path.relative_to(sweep), error)
+        for path in lost:
+            log.error("did not finish: %s", path.relative_to(sweep))
+        if failed or lost:
+            names = ", ".join(str(p.relative_to(sweep)) for p in failed + lost)
+            raise SystemExit(f"{len(failed) + len(lost)} of {len(jobs)} jobs failed: {names}")
