@@ -329,3 +329,11 @@ def test_routers_train_under_the_runs_trainer_settings(make_cfg) -> None:
     assert trainer.check_val_every_n_epoch == 1 and trainer.val_check_interval == 1.0
     # One device even under trainer=ddp: the other ranks have finished before routing.
     assert trainer.num_devices == 1 and type(trainer.strategy).__name__ == "SingleDeviceStrategy"
+
+
+def test_a_missing_backbone_fails_before_any_data_work(make_cfg, tmp_path: Path) -> None:
+    folder = tmp_path / "no_model"
+    cfg = make_cfg("debug=fast", "backbone=qwen", f"backbone.name_or_path={folder}")
+    with pytest.raises(Exception, match=f"could not load backbone '{folder}': no such folder"):
+        run(cfg)
+    assert not (Path(cfg.paths.cache) / "mining").exists()  # no BM25 mining was done

@@ -50,6 +50,15 @@ def freeze(model: PreTrainedModel) -> PreTrainedModel:
 
 
 def _unavailable(name_or_path: str, err: Exception) -> BackboneUnavailableError:
+    if name_or_path.startswith(("/", "./", "../", "~")):
+        # A folder, not a hub id: the hub has nothing to do with it.
+        return BackboneUnavailableError(
+            f"r2r could not load backbone {name_or_path!r}: "
+            + ("no such folder" if not Path(name_or_path).expanduser().exists() else str(err))
+            + ". Fix: set backbone.name_or_path to a folder holding the model's config, "
+            "tokenizer and weights (what `save_pretrained` or `huggingface-cli download "
+            "--local-dir` writes)."
+        )
     return BackboneUnavailableError(
         f"r2r could not load backbone {name_or_path!r}: it was not found locally (no such "
         f"folder, not in the Hugging Face cache) and the hub could not be reached "
