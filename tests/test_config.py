@@ -46,7 +46,9 @@ def test_default_is_tiny_synthetic_on_all_domains(make_cfg) -> None:
     assert cfg.data.name == "synthetic"
     assert list(cfg.domain.names) == ["legal", "medical", "finance"]
     assert sorted(cfg.data.sources) == ["finance", "legal", "medical"]
-    assert cfg.trainer.accelerator == "cpu"
+    # trainer=auto: the GPU in bf16 where CUDA is, else the CPU in fp32.
+    assert cfg.trainer.accelerator == "auto"
+    assert cfg.trainer.precision == ("bf16-mixed" if torch.cuda.is_available() else "32-true")
     assert list(cfg.curriculum) == ["fine_tuned"] and cfg.curriculum.fine_tuned.init is None
     assert cfg.training.mode == "listwise" and cfg.loss._target_ == "r2r.losses.infonce"
     # The paper's LoRA settings stay the base defaults.
@@ -173,3 +175,42 @@ def test_wandb_sweep_runs_hydra_overrides(make_cfg) -> None:
             cfg = make_cfg(f"{key}={value}", "logger=wandb")
             assert cfg.logger.wandb._target_ == "lightning.pytorch.loggers.WandbLogger"
     assert spec["metric"]["name"] == make_cfg().optimized_metric
+
+
+@pytest.mark.parametrize(
+    ("backbone", "lr", "lengths"),
+    [
+        ("tiny_qwen", 1e-3, (160, 48)),
+        ("tiny_mistral", 1e-3, (160, 48)),
+        ("smollm2", 1e-4, (256, 64)),
+        ("qwen", 1e-4, (1024, 256)),
+        ("mistral", 1e-4, (1024, 256)),
+        ("gemma", 1e-4, (1024, 256)),
+    ],
+)
+def test_a_backbone_brings_its_learning_rate_and_lengths(make_cfg, backbone, lr, lengths) -> None:
+    """The tiny models' settings apply to them only: a real backbone gets the paper's 1e-4
+    (before: `backbone=mistral` ran at the tiny default's 1e-3 with 160-token prompts)."""
+    cfg = make_cfg(f"backbone={backbone}")
+    assert cfg.optimizer.lr == lr
+    assert (cfg.inputs.max_length, cfg.inputs.max_query_length) == lengths
+    # An experiment or the command line still overrides them.
+    assert make_cfg(f"backbone={backbone}", "optimizer.lr=3e-4").optimizer.lr == 3e-4
+
+
+def test_auto_precision_is_bf16_where_cuda_is(monkeypatch) -> None:
+    from r2r.config import precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert precision() == "bf16-mixed"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert precision() == "32-true"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_default_trainer_takes_the_gpu_where_there_is_one(make_cfg) -> None:
+    trainer = instantiate(make_cfg().trainer, logger=False)
+    assert type(trainer.accelerator).__name__ == "CUDAAccelerator"
+    assert trainer.precision == ("bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true")

@@ -31,7 +31,21 @@ def sweep_group() -> str | None:
     return HydraConfig.get().sweep.dir
 
 
+def precision() -> str:
+    """`bf16-mixed` where CUDA is available and supports bf16, else `32-true` (the CPU)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
 def register_resolvers() -> None:
-    for name, fn in {"r2r.job_name": job_name, "r2r.sweep_group": sweep_group}.items():
+    resolvers = {
+        "r2r.job_name": job_name,
+        "r2r.sweep_group": sweep_group,
+        "r2r.precision": precision,
+    }
+    for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

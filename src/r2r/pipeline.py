@@ -169,6 +169,7 @@ def prepare(cfg: DictConfig, loggers: list) -> Job:
     """Datasets of the selected domains, the miner, the frozen backbone and (mask_test) the
     masker of the `test_masked` lists, fitted on the training groups."""
     L.seed_everything(cfg.seed, workers=True)
+    log.info(headline(cfg))
     sources, wanted = cfg.data.sources, list(cfg.domain.names)
     if not (found := [d for d in wanted if d in sources]):
         raise ValueError(
@@ -188,6 +189,21 @@ def prepare(cfg: DictConfig, loggers: list) -> Job:
     masker = instantiate(cfg.masking).fit(job.datamodule().groups()) if cfg.mask_test else None
     job = replace(job, eval_masker=masker)
     return replace(job, data=job.datamodule())
+
+
+def headline(cfg: DictConfig) -> str:
+    """One line that says what this run is: backbone, data, device, precision, lr, steps."""
+    choice = job_record()["choices"].get("backbone")
+    backbone = cfg.backbone.get("name_or_path") or choice or cfg.backbone._target_
+    accelerator = cfg.trainer.accelerator
+    if accelerator == "auto":
+        accelerator = "cuda" if torch.cuda.is_available() else "cpu"
+    return (
+        f"backbone {backbone} | data {cfg.data.name} {list(cfg.domain.names)} | device "
+        f"{accelerator} | precision {cfg.trainer.precision} | lr {cfg.optimizer.lr:g} | steps "
+        f"{cfg.trainer.max_steps} | training {cfg.training.mode}, loss "
+        f"{cfg.loss._target_.rsplit('.', 1)[-1]}"
+    )
 
 
 def stages(cfg: DictConfig) -> dict[str, Stage]:
