@@ -67,11 +67,15 @@ def lora() -> Callable[..., dict[str, Any]]:
 
 @pytest.fixture(scope="session")
 def expert_bank() -> Callable[..., ExpertBank]:
-    """`adapters` on a fresh tiny Qwen, as the pipeline builds the bank: conf/config.yaml's
-    `inputs` (`inputs` replacing them) and eval batch size."""
+    """`adapters` on a fresh tiny Qwen, as the pipeline builds the bank: the `inputs` of
+    conf/config.yaml and of the tiny_qwen backbone option (`inputs` replacing them), and the
+    eval batch size."""
 
     def make(adapters: dict[str, Path], **inputs: Any) -> ExpertBank:
-        cfg = OmegaConf.load(CONF / "config.yaml")
+        cfg = OmegaConf.merge(
+            OmegaConf.load(CONF / "config.yaml"),
+            OmegaConf.load(CONF / "backbone" / "tiny_qwen.yaml"),
+        )
         return ExpertBank(
             load_tiny("qwen", template=QWEN3_RERANKER, seed=0),
             adapters,
