@@ -203,10 +203,10 @@ def test_the_sweep_summary_finds_nested_jobs_and_counts_unfinished_ones(tmp_path
     (done / "wandb").mkdir()  # folders inside a job are not jobs
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
     with pytest.raises(SystemExit, match=r"^2 of 3 jobs failed: 1_domain=legal, 2_domain=medical$"):
-        SweepSummary().on_multirun_end(config)
+        SweepSummary(assemble=False).on_multirun_end(config)
     shutil.rmtree(killed)  # only the finished job and the failed one
     with pytest.raises(SystemExit, match=r"^1 of 2 jobs failed: 1_domain=legal$"):
-        SweepSummary().on_multirun_end(config)
+        SweepSummary(assemble=False).on_multirun_end(config)
     clear_failure(failed)
     (failed / "results.json").write_text("{}")
-    SweepSummary().on_multirun_end(config)  # everything finished: no exit
+    SweepSummary(assemble=False).on_multirun_end(config)  # everything finished: no exit

@@ -129,16 +129,24 @@ def sweep_jobs(sweep: Path) -> list[Path]:
     if not sweep.is_dir():
         return []
     marks = [*sweep.rglob(".hydra"), *sweep.rglob(RESULTS), *sweep.rglob(FAILED)]
-    return sorted({m.parent for m in marks if m.parent != sweep})
+    # The routed jobs r2r.assemble adds are not jobs the sweep launched.
+    jobs = {m.parent for m in marks if m.parent != sweep}
+    return sorted(j for j in jobs if "assembled" not in j.relative_to(sweep).parts)
 
 
 class SweepSummary(Callback):
-    """Logs, at the end of a multirun, which jobs finished, which failed and which did not
-    finish (interrupted: neither results nor a failure record), and exits with status 1 if
-    any job did not finish (Hydra turns a callback's exceptions into warnings)."""
+    """At the end of a multirun: assembles the one-domain experts of jobs that differ only in
+    their domain into routed jobs (`assemble`, r2r.assemble), then logs which jobs finished,
+    which failed and which did not finish (interrupted: neither results nor a failure
+    record), and exits with status 1 if any job did not finish or an assembly failed (Hydra
+    turns a callback's exceptions into warnings)."""
+
+    def __init__(self, *, assemble: bool) -> None:
+        self.assemble = assemble
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)
+        problems = self._assemble(sweep) if self.assemble else []
         jobs = sweep_jobs(sweep)
         failed = [p for p in jobs if (p / FAILED).exists()]
         done = [p for p in jobs if (p / RESULTS).exists() and p not in failed]
@@ -155,6 +163,24 @@ class SweepSummary(Callback):
             log.error("failed: %s: %s", path.relative_to(sweep), error)
         for path in lost:
             log.error("did not finish: %s", path.relative_to(sweep))
-        if failed or lost:
+        if failed or lost or problems:
             names = ", ".join(str(p.relative_to(sweep)) for p in failed + lost)
-            raise SystemExit(f"{len(failed) + len(lost)} of {len(jobs)} jobs failed: {names}")
+            raise SystemExit(
+                f"{len(failed) + len(lost)} of {len(jobs)} jobs failed: {names}"
+                if failed or lost
+                else f"assembling the experts failed: {problems[0]}"
+            )
+
+    @staticmethod
+    def _assemble(sweep: Path) -> list[str]:
+        """Routed jobs from the sweep's one-domain experts; the errors, if any (an assembled
+        job that fails also leaves its failed.json, counted above)."""
+        from r2r.assemble import assemble
+
+        try:
+            for folder in assemble(sweep):
+                log.info("assembled: %s (routing.md, system/)", folder.relative_to(sweep))
+        except Exception as error:
+            log.error("assembling the experts failed", exc_info=error)
+            return [f"{type(error).__name__}: {error}"]
+        return []
