@@ -36,6 +36,11 @@ def test_ddp_multirun_matches_one_process_with_the_global_batch(multirun, tmp_pa
     assert log.count("All distributed processes registered. Starting with 2 processes") == 1
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [(j / "results.json").exists() for j in jobs] == [True]
+    # The job ran as `python run.py <overrides>` (a single run, r2r.sweep.run_single): the
+    # README's main command, with its results table, CSV curves and Hydra config.
+    assert "| fine_tuned | legal |" in done.stdout
+    assert (jobs[0] / "csv" / "version_0" / "metrics.csv").is_file()
+    assert (jobs[0] / ".hydra" / "config.yaml").is_file()
     routing = json.loads((jobs[0] / "routing.json").read_text())
     assert sorted(routing["routers"]) == ["lsr", "none", "oracle"]
     assert (jobs[0] / "system" / "system.json").is_file()

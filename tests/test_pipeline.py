@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -142,31 +139,6 @@ def test_metrics_match_ir_measures_on_the_same_run(finished, stage: str, split: 
                 assert 100 * got[measures[name] @ k] == pytest.approx(
                     metrics[f"{key}/{domain}/{name}@{k}"], abs=1e-4
                 ), (domain, name, k)
-
-
-def test_run_py_entrypoint(tmp_path: Path) -> None:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "run.py",
-            "debug=fast",
-            "domain=finance",
-            "logger=csv",
-            f"hydra.run.dir={tmp_path}",
-            f"paths.cache={tmp_path / 'cache'}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| fine_tuned | finance |" in proc.stdout
-    assert (tmp_path / "results.json").is_file()
-    assert (tmp_path / "csv" / "version_0" / "metrics.csv").is_file()
-    assert (tmp_path / ".hydra" / "config.yaml").is_file()
 
 
 def test_bad_domain_selection_is_a_clear_error(make_cfg) -> None:
