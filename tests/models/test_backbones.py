@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import importlib.util
+import time
+from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
@@ -126,3 +128,47 @@ def test_smollm2_gguf_scores_a_batch():
     n = int(enc["attention_mask"][0].sum())
     logits = model(input_ids=enc["input_ids"][:1, :n]).logits[0, -1]
     assert abs(float(logits[yes_id] - logits[no_id]) - float(scores[0])) < 1e-3
+
+
+def cache_tiny_model(cache: Path, repo: str) -> None:
+    """A tiny model in the Hugging Face cache layout, as a download would leave it."""
+    model, tokenizer = build_tiny("qwen", seed=0)
+    commit = "0" * 40
+    root = cache / f"models--{repo.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+    model.save_pretrained(root / "snapshots" / commit)
+    tokenizer.save_pretrained(root / "snapshots" / commit)
+
+
+def test_a_cached_hub_model_loads_without_any_network_call(tmp_path, monkeypatch) -> None:
+    import socket
+
+    cache_tiny_model(tmp_path, "r2r-test/tiny")
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    started = time.perf_counter()
+    backbone = load_hub(
+        "r2r-test/tiny", template=QWEN3_RERANKER, dtype="float32", cache_dir=str(tmp_path)
+    )
+    assert time.perf_counter() - started < 10.0
+    assert backbone.name == "r2r-test/tiny" and not backbone.model.training
+
+
+def test_a_model_found_nowhere_fails_at_once_when_the_hub_is_unreachable(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    started = time.perf_counter()
+    with pytest.raises(BackboneUnavailableError, match=r"http://127.0.0.1:9 is not reachable"):
+        load_hub(
+            "r2r-test/missing", template=QWEN3_RERANKER, dtype="float32", cache_dir=str(tmp_path)
+        )
+    assert time.perf_counter() - started < 10.0

@@ -9,10 +9,15 @@ default here: the YAML is its one home.
 from __future__ import annotations
 
 import importlib.util
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import snapshot_download
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -75,16 +80,74 @@ def load_hub(
     template: PromptTemplate,
     dtype: str,
     revision: str | None = None,
+    cache_dir: str | None = None,
 ) -> Backbone:
-    """A causal LM by hub id or local folder (AutoModelForCausalLM + AutoTokenizer)."""
+    """A causal LM by hub id or local folder (AutoModelForCausalLM + AutoTokenizer).
+
+    A folder, or a model already in the Hugging Face cache (`cache_dir`, default HF's), loads
+    without any network call; only a model found nowhere locally is fetched, and when the hub
+    cannot be reached that fails at once, not after minutes of retries.
+    """
+    local = local_copy(name_or_path, revision=revision, cache_dir=cache_dir)
+    if local is None and (
+        name_or_path.startswith(("/", "./", "../", "~")) or hf_constants.HF_HUB_OFFLINE
+    ):
+        raise _unavailable(name_or_path, FileNotFoundError(f"{name_or_path}: not found locally"))
+    if local is None and (unreachable := hub_unreachable()) is not None:
+        raise _unavailable(name_or_path, unreachable)
+    # A local folder is read as one (transformers then asks the hub nothing, not even for
+    # an adapter config); otherwise the hub id is downloaded into the cache.
+    source, found = (
+        (local, {"local_files_only": True})
+        if local is not None
+        else (name_or_path, {"revision": revision, "cache_dir": cache_dir})
+    )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, revision=revision, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(source, **found)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **found)
     except (OSError, ValueError) as err:
         # transformers turns "not cached and hub unreachable / repo missing" into OSError;
         # a malformed id (e.g. a mistyped path) is an HFValidationError (ValueError).
         raise _unavailable(name_or_path, err) from err
     return Backbone(freeze(model), tokenizer, template, name=name_or_path)
+
+
+def local_copy(name_or_path: str, *, revision: str | None, cache_dir: str | None) -> str | None:
+    """The folder holding `name_or_path` on this machine: itself, or its snapshot in the
+    Hugging Face cache; None when it is in neither (found without any network call)."""
+    if Path(name_or_path).expanduser().is_dir():
+        return str(Path(name_or_path).expanduser())
+    try:
+        return snapshot_download(
+            name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=True
+        )
+    except (OSError, ValueError):  # not cached (LocalEntryNotFoundError), or not a repo id
+        return None
+
+
+def hub_unreachable(timeout: float = 3.0) -> OSError | None:
+    """Why the hub's host cannot be reached (one TCP connection, `timeout` seconds), None if
+    it can. Behind a proxy (HTTPS_PROXY / HTTP_PROXY / ALL_PROXY) the check is left to the
+    download itself."""
+    if any(
+        os.environ.get(v)
+        for v in (
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        )
+    ):
+        return None
+    url = urlparse(hf_constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as err:
+        return OSError(f"{hf_constants.ENDPOINT} is not reachable ({err})")
+    return None
 
 
 def smollm2_gguf_path() -> Path:
