@@ -105,10 +105,6 @@ class SharedSweep:
     def sweep(self) -> Path:
         return self.folder / "sweep"
 
-    def again(self) -> subprocess.CompletedProcess:
-        """The same multirun once more, into the same sweep folder."""
-        return start_multirun(self.folder)(*SHARED_SWEEP, env=wandb_env(self.folder))
-
 
 @pytest.fixture(scope="session")
 def shared_sweep(tmp_path_factory: pytest.TempPathFactory) -> SharedSweep:
