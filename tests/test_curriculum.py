@@ -57,6 +57,7 @@ def test_eag_pipeline_hands_stage1_to_every_expert(make_cfg) -> None:
         "domain=all",
         "curriculum=eag",
         "masking=entity",
+        "routing.enabled=false",
         "trainer.max_steps=0",
         "curriculum.stage1.max_steps=4",
         "curriculum.stage1.monitor=val/all/precision@5",

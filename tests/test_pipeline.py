@@ -237,7 +237,7 @@ def test_experts_from_reuses_a_finished_runs_experts(finished, tmp_path: Path) -
         Path(cfg.paths.cache),
         "debug=fast",
         "logger=none",
-        "~routers.embedding_mlp",
+        "routing.enabled=false",
         f"experts_from={out}",
     )
     again = run(again_cfg)
