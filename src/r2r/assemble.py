@@ -24,29 +24,20 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from r2r.files import write_json_atomic
-from r2r.sweep import RESULTS
+from r2r.report import config_settings
+from r2r.sweep import ASSEMBLED, RESULTS
 from r2r.types import DOMAINS
 
 log = logging.getLogger(__name__)
-ASSEMBLED = "assembled"
-# What may differ between the jobs of one group: the domain, where a job ran, how it logged.
-FREE = ("domain", "paths", "skip_finished", "logger", "zero_shot")
+# What may differ between the jobs of one group: the domain, how a job logged and whether it
+# scored the bare backbone (where a job ran is no setting: `config_settings` leaves it out).
+FREE = ("domain", "logger", "zero_shot")
 
 
 def _settings(config: dict[str, Any]) -> str:
-    """A job's config without its free keys, paths of its own output folder blanked."""
-    out = config["paths"]["output"]
-
-    def blank(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: blank(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [blank(v) for v in value]
-        return "<out>" if isinstance(value, str) and value.startswith(out) else value
-
-    return json.dumps(
-        {k: blank(v) for k, v in config.items() if k not in FREE}, sort_keys=True, default=str
-    )
+    """A job's settings but the free ones, as one comparable string."""
+    settings = config_settings(config)
+    return json.dumps({k: v for k, v in settings.items() if k.split(".")[0] not in FREE})
 
 
 def groups(sweep: Path) -> list[dict[str, Path]]:

@@ -29,6 +29,8 @@ from r2r.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 RESULTS = "results.json"
+# Where r2r.assemble puts the routed jobs it adds to a sweep (not jobs the sweep launched).
+ASSEMBLED = "assembled"
 FAILED = "failed.json"
 # Keys that may differ between two runs of one job: where it runs and how it is resumed.
 IGNORED = ("paths", "skip_finished")
@@ -129,9 +131,8 @@ def sweep_jobs(sweep: Path) -> list[Path]:
     if not sweep.is_dir():
         return []
     marks = [*sweep.rglob(".hydra"), *sweep.rglob(RESULTS), *sweep.rglob(FAILED)]
-    # The routed jobs r2r.assemble adds are not jobs the sweep launched.
     jobs = {m.parent for m in marks if m.parent != sweep}
-    return sorted(j for j in jobs if "assembled" not in j.relative_to(sweep).parts)
+    return sorted(j for j in jobs if ASSEMBLED not in j.relative_to(sweep).parts)
 
 
 class SweepSummary(Callback):
@@ -146,7 +147,7 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)
-        problems = self._assemble(sweep) if self.assemble else []
+        problem = self._assemble(sweep) if self.assemble else None
         jobs = sweep_jobs(sweep)
         failed = [p for p in jobs if (p / FAILED).exists()]
         done = [p for p in jobs if (p / RESULTS).exists() and p not in failed]
@@ -163,18 +164,18 @@ class SweepSummary(Callback):
             log.error("failed: %s: %s", path.relative_to(sweep), error)
         for path in lost:
             log.error("did not finish: %s", path.relative_to(sweep))
-        if failed or lost or problems:
+        if failed or lost or problem:
             names = ", ".join(str(p.relative_to(sweep)) for p in failed + lost)
             raise SystemExit(
                 f"{len(failed) + len(lost)} of {len(jobs)} jobs failed: {names}"
                 if failed or lost
-                else f"assembling the experts failed: {problems[0]}"
+                else f"assembling the experts failed: {problem}"
             )
 
     @staticmethod
-    def _assemble(sweep: Path) -> list[str]:
-        """Routed jobs from the sweep's one-domain experts; the errors, if any (an assembled
-        job that fails also leaves its failed.json, counted above)."""
+    def _assemble(sweep: Path) -> str | None:
+        """Routed jobs from the sweep's one-domain experts; the error, if one failed (its
+        folder also keeps a failed.json)."""
         from r2r.assemble import assemble
 
         try:
@@ -182,5 +183,5 @@ class SweepSummary(Callback):
                 log.info("assembled: %s (routing.md, system/)", folder.relative_to(sweep))
         except Exception as error:
             log.error("assembling the experts failed", exc_info=error)
-            return [f"{type(error).__name__}: {error}"]
-        return []
+            return f"{type(error).__name__}: {error}"
+        return None

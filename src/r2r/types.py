@@ -67,7 +67,8 @@ class RankingGroup:
 @dataclass(frozen=True)
 class TrainingExample:
     """What one training step row holds: a query and one or more passages with their graded
-    labels (qrels grades; 0 = not relevant) and, when distilling, a teacher's scores.
+    labels (the qrels grade over the domain's top grade, in [0, 1]; 0 = not relevant) and,
+    when distilling, a teacher's scores.
 
     Listwise: the group (positive first, then negatives); pairwise: two passages, the higher
     graded first; pointwise: one passage.

@@ -104,38 +104,25 @@ def _pairs(groups: Sequence[TrainingExample]) -> list[TrainingExample]:
     one query with different grades; each distinct pair once, in first-seen order."""
     pairs: dict[tuple, TrainingExample] = {}
 
-    def add(e: TrainingExample, i: int, j: int) -> None:
-        key = (e.domain, e.query.id, e.passages[i].id, e.passages[j].id)
-        teacher = None if e.teacher is None else (e.teacher[i], e.teacher[j])
-        pairs.setdefault(
-            key,
-            TrainingExample(
-                e.domain,
-                e.query,
-                (e.passages[i], e.passages[j]),
-                (e.labels[i], e.labels[j]),
-                teacher,
-            ),
-        )
+    def add(a: TrainingExample, i: int, b: TrainingExample, j: int) -> None:
+        """Passage i of example a above passage j of example b (one query)."""
+        key = (a.domain, a.query.id, a.passages[i].id, b.passages[j].id)
+        teacher = None if a.teacher is None else (a.teacher[i], b.teacher[j])
+        labels = (a.labels[i], b.labels[j])
+        passages = (a.passages[i], b.passages[j])
+        pairs.setdefault(key, TrainingExample(a.domain, a.query, passages, labels, teacher))
 
-    positives: dict[tuple[str, str], list[tuple[TrainingExample, int]]] = {}
+    positives: dict[tuple[str, str], list[TrainingExample]] = {}
     for e in groups:
         for j in range(1, len(e.passages)):
             if e.labels[0] > e.labels[j]:
-                add(e, 0, j)
-        positives.setdefault((e.domain, e.query.id), []).append((e, 0))
+                add(e, 0, e, j)
+        positives.setdefault((e.domain, e.query.id), []).append(e)
     for found in positives.values():
-        for a, i in found:
-            for b, j in found:
-                if a.labels[i] > b.labels[j]:
-                    merged = TrainingExample(
-                        a.domain,
-                        a.query,
-                        (a.passages[i], b.passages[j]),
-                        (a.labels[i], b.labels[j]),
-                        None if a.teacher is None else (a.teacher[i], b.teacher[j]),
-                    )
-                    add(merged, 0, 1)
+        for a in found:
+            for b in found:
+                if a.labels[0] > b.labels[0]:
+                    add(a, 0, b, 0)
     return list(pairs.values())
 
 

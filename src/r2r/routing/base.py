@@ -1,7 +1,8 @@
 """What every router is: queries in, a probability per domain expert out.
 
 A router is fitted on the labelled queries of a `QueryData` (the run's DataModule, or a
-`QuerySet` in memory) and returns an (N, D) tensor of probabilities over its `domains`. The routed system sends a query to the
+`QuerySet` in memory) and returns an (N, D) tensor of probabilities over its `domains`.
+The routed system sends a query to the
 argmax expert, or to the bare backbone when the top probability is under its threshold; a
 router that returns all-zero rows (`none`) therefore always leaves the backbone bare.
 

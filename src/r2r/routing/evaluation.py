@@ -67,12 +67,12 @@ def score_matrix(
     """Every list scored by every one of `experts` and by the bare backbone."""
     scored: dict[str | None, list[ScoredList]] = {}
     seconds: dict[str | None, list[float]] = {}
+    n_pairs = sum(len(c.passages) for c in lists)
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("scoring under each expert", total=len(experts) + 1)
         for expert in [None, *experts]:
             start = time.perf_counter()
             scored[expert] = bank.score_lists(expert, lists)
-            n_pairs = sum(len(c.passages) for c in lists)
             per_pair = (time.perf_counter() - start) / max(n_pairs, 1)
             seconds[expert] = [len(c.passages) * per_pair for c in lists]
             bar.advance(task)
