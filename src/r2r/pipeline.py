@@ -266,7 +266,7 @@ def reuse_adapter(job: Job, name: str, stage: Stage, unit: str, init: Path | Non
     source = stage.path(Path(stage.reuse), unit)
     log.info("stage %s: the %s adapter from %s", name, unit, source)
     load_adapter(job.backbone.model, source).unload()  # fails early on a bad folder
-    with atomic_path(stage.path(job.out, unit)) as staged:
+    with atomic_path(stage.path(job.out, unit), kind="expert") as staged:
         shutil.copytree(source, staged)
     return stage.path(job.out, unit)
 

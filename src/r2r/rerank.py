@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from rich.progress import Progress
 
 from r2r.data.errors import DataError
 from r2r.data.io import read_jsonl
-from r2r.files import atomic_path
+from r2r.files import OutputError, atomic_path, check_target
 from r2r.routing.system import Document, RerankResult, RoutedReranker
 from r2r.types import Passage
 
@@ -138,7 +139,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.top_n is not None and args.top_n < 1:
         parser.error(f"--top-n must be at least 1, got {args.top_n}")
-    requests = read_requests(args.input)  # bad input fails before any model loads
+    if args.chunk < 1:
+        parser.error(f"--chunk must be at least 1, got {args.chunk}")
+    try:  # bad input or output fails before any model loads
+        requests = read_requests(args.input)
+        check_target(args.output)
+    except (DataError, OutputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     system = RoutedReranker.load(args.system)
     n = rerank_requests(system, requests, args.output, top_n=args.top_n, chunk=args.chunk)
     print(f"reranked {n} queries -> {args.output}")

@@ -7,7 +7,7 @@ import pytest
 
 from r2r.data.errors import DataError
 from r2r.data.io import read_beir, write_beir
-from r2r.files import atomic_path
+from r2r.files import MARKER, atomic_path
 from r2r.types import Passage, Query, RetrievalDataset
 
 
@@ -57,6 +57,7 @@ def test_rewrite_replaces_folder_whole(tmp_path: Path) -> None:
     (tmp_path / "toy" / "stale.txt").write_text("old")
     write_beir(ds, tmp_path / "toy")
     assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == [
+        MARKER,  # r2r's mark: a later write may replace this folder, and only this kind
         "corpus.jsonl",
         "qrels",
         "queries.jsonl",

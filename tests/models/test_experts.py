@@ -7,6 +7,7 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
+from r2r.files import MARKER
 from r2r.models.backbones import Backbone, freeze
 from r2r.models.experts import ADAPTER_FILES, ExpertBank, add_lora, load_adapter, save_adapter
 from r2r.models.scorer import RerankerScorer, yes_no_ids
@@ -86,7 +87,7 @@ def test_save_load_round_trip_is_adapter_only_and_exact(tmp_path, pairs):
     expected = scores(model, tok, pairs)
     folder = save_adapter(model, tmp_path / "experts" / "legal")
 
-    assert sorted(p.name for p in folder.iterdir()) == sorted(ADAPTER_FILES)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([MARKER, *ADAPTER_FILES])
     assert [p.name for p in (tmp_path / "experts").iterdir()] == ["legal"]  # no temp dirs left
     tensors = load_file(folder / "adapter_model.safetensors")
     assert tensors and all("lora_A" in k or "lora_B" in k for k in tensors)

@@ -101,10 +101,12 @@ def test_bad_input_names_line_and_field(tmp_path: Path, lines: list, where: str)
     assert f"{source}{where}" in str(err.value)
 
 
-def test_bad_input_fails_before_loading_and_writes_nothing(tmp_path: Path) -> None:
+def test_bad_input_fails_before_loading_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", ["[1, 2]"])
-    with pytest.raises(DataError, match="must be a JSON object"):
-        main([str(tmp_path / "no_system"), str(source), str(tmp_path / "out.jsonl")])
+    assert main([str(tmp_path / "no_system"), str(source), str(tmp_path / "out.jsonl")]) == 2
+    assert capsys.readouterr().err == f"error: {source}:1: each line must be a JSON object\n"
     assert not (tmp_path / "out.jsonl").exists()
     with pytest.raises(DataError, match="no such file"):
         read_requests(tmp_path / "missing.jsonl")

@@ -8,6 +8,7 @@ import pytest
 import torch
 from peft import PeftModel
 
+from r2r.files import MARKER
 from r2r.models.backbones import load_tiny
 from r2r.models.scorer import RerankerScorer
 from r2r.models.templates import QWEN3_RERANKER, PairEncoder
@@ -135,7 +136,7 @@ def test_save_and_load_round_trip(expert_dirs, expert_bank, tmp_path: Path) -> N
     system = RoutedReranker(bank, OracleRouter(DOMAINS), threshold=0.0, backbone_config=TINY)
     before = system.rerank_batch(ITEMS, top_n=3, true_domains=TRUTH)
     folder = system.save(tmp_path / "system")
-    assert sorted(p.name for p in folder.iterdir()) == ["experts", "router", "system.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [MARKER, "experts", "router", "system.json"]
     again = RoutedReranker.load(folder)
     assert (again.experts, again.threshold) == (list(DOMAINS), 0.0)
     assert (again.bank.inputs, again.bank.batch_size) == (bank.inputs, bank.batch_size)

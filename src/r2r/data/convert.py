@@ -18,6 +18,7 @@ from r2r.data.errors import DataError
 from r2r.data.io import write_beir
 from r2r.data.sources import DEFAULT_FRACTIONS, RawSource, aila, pubmedqa, tatqa
 from r2r.data.splits import assign_splits
+from r2r.files import OutputError, check_target
 from r2r.types import SPLITS, RetrievalDataset
 
 SOURCES = {module.NAME: module for module in (aila, pubmedqa, tatqa)}
@@ -104,11 +105,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Errors and warnings go out as plain lines: rich would wrap a long file path.
     try:
         # Convert every source before writing any: one bad source leaves no output at all.
+        for _, _, out in jobs:  # a folder r2r may not replace fails before any reading
+            check_target(out, kind="beir")
         raws = [module.read(raw_path) for module, raw_path, _ in jobs]
         datasets = [raw.to_dataset(seed=args.seed, fractions=fractions) for raw in raws]
         for dataset, (_, _, out) in zip(datasets, jobs, strict=True):
             write_beir(dataset, out)
-    except DataError as exc:
+    except (DataError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for raw in raws:

@@ -171,7 +171,7 @@ def write_beir(dataset: RetrievalDataset, folder: str | Path) -> Path:
     """Write `dataset` as a BEIR folder, atomically (the whole folder appears at once)."""
     validate(dataset)
     folder = Path(folder)
-    with atomic_path(folder) as tmp:
+    with atomic_path(folder, kind="beir") as tmp:
         (tmp / "qrels").mkdir(parents=True)
         with (tmp / "corpus.jsonl").open("w", encoding="utf-8") as fh:
             for doc in dataset.corpus.values():

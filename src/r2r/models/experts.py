@@ -64,7 +64,10 @@ def save_adapter(model: PeftModel, folder: str | Path, *, adapter_name: str = "d
     folder = Path(folder)
     if adapter_name not in model.peft_config:
         raise ValueError(f"no adapter {adapter_name!r}; have {sorted(model.peft_config)}")
-    with atomic_path(folder) as staged, tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+    with (
+        atomic_path(folder, kind="expert") as staged,
+        tempfile.TemporaryDirectory(dir=folder.parent) as tmp,
+    ):
         model.save_pretrained(
             tmp,
             selected_adapters=[adapter_name],

@@ -149,7 +149,7 @@ class RoutedReranker:
         if not self.backbone_config:
             raise ValueError("save needs backbone_config (the backbone's Hydra config)")
         folder = Path(folder)
-        with atomic_path(folder) as staged:
+        with atomic_path(folder, kind="system") as staged:
             for name in self.experts:
                 shutil.copytree(self.bank.adapters[name], staged / "experts" / name)
             self.router.save(staged / "router")
