@@ -13,6 +13,7 @@ from peft import PeftModel
 
 from r2r.data.mining import BM25Miner
 from r2r.evaluation import evaluate
+from r2r.files import MARKER
 from r2r.metrics import metric_names
 from r2r.models.backbones import load_tiny
 from r2r.models.scorer import RerankerScorer
@@ -71,7 +72,7 @@ def test_outputs_written(finished) -> None:
     assert table[-1].startswith("| fine_tuned:test_seen | all |")
     for domain in ("legal", "medical", "finance"):
         files = sorted(p.name for p in (out / "experts" / domain).iterdir())
-        assert files == ["adapter_config.json", "adapter_model.safetensors"]
+        assert files == [MARKER, "adapter_config.json", "adapter_model.safetensors"]
     assert sorted(p.name for p in (out / "runs").iterdir()) == [
         "bm25.test_seen.trec",
         "bm25.trec",

@@ -46,7 +46,13 @@ from r2r.routing.evaluation import (
     score_matrix,
 )
 from r2r.routing.system import RoutedReranker
-from r2r.sweep import clear_failure, finished_metrics, job_record, record_failure
+from r2r.sweep import (
+    Interrupted,
+    clear_failure,
+    finished_metrics,
+    job_record,
+    record_failure,
+)
 from r2r.types import SPLITS, RetrievalDataset, ScoredList
 
 log = logging.getLogger(__name__)
@@ -224,7 +230,11 @@ def train_curriculum(job: Job) -> Adapters:
         for unit in stage.units(job.domains):
             init = None if stage.init is None else initial(adapters[stage.init], unit)
             train = reuse_adapter if stage.reuse else train_adapter
-            adapters[name][unit] = train(job, name, stage, unit, init)
+            try:
+                adapters[name][unit] = train(job, name, stage, unit, init)
+            except Interrupted as stop:  # failed.json says where
+                stop.where = stop.where or f"stage {name}, the {unit} adapter"
+                raise
     return adapters
 
 

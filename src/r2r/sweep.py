@@ -7,6 +7,9 @@
 - A job that raises leaves `failed.json` (the error and its traceback) in its directory and
   the sweep goes on; `SweepSummary`, a Hydra callback, lists the finished and the failed
   jobs at the end and then fails the multirun (exit status 1) if any job failed.
+- SIGTERM or SIGINT (a cluster's preemption, Ctrl+C) interrupts the job (`Interrupted`: its
+  failed.json says so), the sweep's other jobs are not started, the summary is written and
+  the process exits with 128 + the signal's number (143, 130), never 0.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import traceback
@@ -34,6 +38,37 @@ ASSEMBLED = "assembled"
 FAILED = "failed.json"
 # Keys that may differ between two runs of one job: where it runs and how it is resumed.
 IGNORED = ("paths", "skip_finished")
+
+
+class Interrupted(BaseException):
+    """The run was stopped by a signal (not an error of the job: not an `Exception`, so
+    nothing on the way catches it as one); `code` is the exit status it ends with."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.code = 128 + signum
+        self.where = ""
+        super().__init__(signal.Signals(signum).name)
+
+    def __str__(self) -> str:
+        return f"interrupted by {signal.Signals(self.signum).name}" + (
+            f" at {self.where}" if self.where else ""
+        )
+
+
+# The signal that interrupted this process's sweep; later jobs of the sweep do not start.
+interrupted: Interrupted | None = None
+
+
+def catch_signals() -> None:
+    """SIGTERM and SIGINT raise `Interrupted` in the main thread. Lightning's own SIGTERM
+    handler (during fit) calls this one after it, and re-raises what it raises."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
 
 
 def differences(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -147,7 +182,7 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)
-        problem = self._assemble(sweep) if self.assemble else None
+        problem = self._assemble(sweep) if self.assemble and not interrupted else None
         jobs = sweep_jobs(sweep)
         failed = [p for p in jobs if (p / FAILED).exists()]
         done = [p for p in jobs if (p / RESULTS).exists() and p not in failed]
@@ -164,6 +199,9 @@ class SweepSummary(Callback):
             log.error("failed: %s: %s", path.relative_to(sweep), error)
         for path in lost:
             log.error("did not finish: %s", path.relative_to(sweep))
+        if interrupted:
+            log.error("the sweep was %s; re-run the command to run what is missing", interrupted)
+            raise SystemExit(interrupted.code)
         if failed or lost or problem:
             names = ", ".join(str(p.relative_to(sweep)) for p in failed + lost)
             raise SystemExit(

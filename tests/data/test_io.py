@@ -85,6 +85,17 @@ def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
         (GOOD_CORPUS, GOOD_QUERIES, {"test": "q1\td7\t1\n"}, "test.tsv", 1, "corpus-id", "unknown document 'd7'"),
         (GOOD_CORPUS, GOOD_QUERIES, {"dev": "q1\td1\tyes\n"}, "dev.tsv", 1, "score", "integer"),
         (GOOD_CORPUS, GOOD_QUERIES, {"dev": "q1 d1 1\n"}, "dev.tsv", 1, None, "3 tab-separated"),
+        # Strict input (each of these was accepted, coerced or crashed late before):
+        (GOOD_CORPUS, [json.dumps({"_id": "q 1", "text": "x"})], {}, "queries.jsonl", 1, "_id", "id 'q 1' holds whitespace or a control character (' ')"),
+        ([json.dumps({"_id": "d\t1", "text": "x"})], GOOD_QUERIES, {}, "corpus.jsonl", 1, "_id", "holds whitespace"),
+        ([json.dumps({"_id": "d\x07", "text": "x"})], GOOD_QUERIES, {}, "corpus.jsonl", 1, "_id", "control character ('\\x07')"),
+        ([json.dumps({"_id": False, "text": False})], GOOD_QUERIES, {}, "corpus.jsonl", 1, "_id", "expected a string, got bool"),
+        ([json.dumps({"_id": 7, "text": "x"})], GOOD_QUERIES, {}, "corpus.jsonl", 1, "_id", "expected a string, got int"),
+        ([*GOOD_CORPUS, json.dumps({"_id": "d3", "text": 42})], GOOD_QUERIES, {}, "corpus.jsonl", 3, "text", "expected a string, got int"),
+        (GOOD_CORPUS, ['{"_id": "q1", "text": "bad \\ud800 half"}'], {}, "queries.jsonl", 1, "text", "lone surrogate"),
+        ([], GOOD_QUERIES, {}, "corpus.jsonl", None, None, "no document (only blank lines)"),
+        (GOOD_CORPUS, GOOD_QUERIES, {"test": "qid\tdocid\tscore\nq1\td1\t1\n"}, "test.tsv", 1, "score", "the header line is 'query-id\\tcorpus-id\\tscore'"),
+        (GOOD_CORPUS, GOOD_QUERIES, {"test": "q1\td1\t1\nq1\td1\t0\n"}, "test.tsv", 2, "corpus-id", "a second judgment of ('q1', 'd1')"),
     ],
 )  # fmt: skip
 def test_bad_input_names_file_line_field(
@@ -98,6 +109,23 @@ def test_bad_input_names_file_line_field(
     assert (err.line, err.field) == (line, field)
     assert text in str(err)
     assert str(err).startswith(str(folder))
+
+
+def test_an_empty_file_names_itself(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path / "ds", GOOD_CORPUS, GOOD_QUERIES, {})
+    (folder / "queries.jsonl").write_text("")
+    with pytest.raises(DataError) as info:
+        read_beir(folder, domain="legal")
+    assert str(info.value) == f"{folder / 'queries.jsonl'}: empty file"
+
+
+def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path / "ds", GOOD_CORPUS, GOOD_QUERIES, {})
+    with (folder / "queries.jsonl").open("ab") as fh:
+        fh.write(b'{"_id": "q2", "text": "caf\xff"}\n')
+    with pytest.raises(DataError) as info:
+        read_beir(folder, domain="legal")
+    assert str(info.value) == f"{folder / 'queries.jsonl'}:2: not UTF-8 (byte 0xff at column 27)"
 
 
 def test_domain_without_positives_is_an_error(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ file, the line and the field.
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,19 +22,76 @@ QRELS_HEADER = "query-id\tcorpus-id\tscore"
 
 
 # ----------------------------------------------------------------------------- readers
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text) of a UTF-8 text file; a missing file, a folder, an
+    empty file or bytes that are not UTF-8 raise DataError naming the file (and line)."""
+    if not path.exists():
+        raise DataError("no such file", file=path)
+    if not path.is_file():
+        raise DataError("is not a file", file=path)
+    if path.stat().st_size == 0:
+        raise DataError("empty file", file=path)
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",
+                    file=path,
+                    line=lineno,
+                ) from None
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(1-based line number, object) per non-blank line; bad JSON names the file and line."""
-    with path.open(encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"malformed JSON ({exc.msg})", file=path, line=lineno) from None
-            if not isinstance(obj, dict):
-                raise DataError("each line must be a JSON object", file=path, line=lineno)
-            yield lineno, obj
+    for lineno, raw in read_lines(path):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"malformed JSON ({exc.msg})", file=path, line=lineno) from None
+        if not isinstance(obj, dict):
+            raise DataError("each line must be a JSON object", file=path, line=lineno)
+        for field, value in obj.items():
+            if not encodable(value):
+                raise DataError(
+                    "holds a lone surrogate (not text)", file=path, line=lineno, field=field
+                )
+        yield lineno, obj
+
+
+def encodable(value: Any) -> bool:
+    """Whether every string in a JSON value is real text (JSON's "\\ud800" escapes can
+    spell lone surrogates, which no tokenizer or UTF-8 writer accepts)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, list):
+        return all(encodable(v) for v in value)
+    if isinstance(value, dict):
+        return all(encodable(v) for v in value.values())
+    return True
+
+
+def check_id(value: str, path: Path, line: int, field: str) -> str:
+    """An id is a non-empty string without whitespace or control characters (TREC files,
+    which r2r writes and ir-measures reads, separate their columns by whitespace)."""
+    if not value:
+        raise DataError("empty id", file=path, line=line, field=field)
+    bad = next((c for c in value if c.isspace() or unicodedata.category(c).startswith("C")), None)
+    if bad is not None:
+        raise DataError(
+            f"id {value!r} holds whitespace or a control character ({bad!r})",
+            file=path,
+            line=line,
+            field=field,
+        )
+    return value
 
 
 def _field(obj: dict[str, Any], name: str, path: Path, line: int, *, required: bool = True) -> str:
@@ -42,19 +100,17 @@ def _field(obj: dict[str, Any], name: str, path: Path, line: int, *, required: b
         if required:
             raise DataError("missing", file=path, line=line, field=name)
         return ""
-    if not isinstance(value, (str, int)):
+    if not isinstance(value, str):
         raise DataError(
             f"expected a string, got {type(value).__name__}", file=path, line=line, field=name
         )
-    return str(value)
+    return value
 
 
 def read_corpus(path: Path) -> dict[str, Passage]:
     corpus: dict[str, Passage] = {}
     for line, obj in read_jsonl(path):
-        doc_id = _field(obj, "_id", path, line)
-        if not doc_id:
-            raise DataError("empty id", file=path, line=line, field="_id")
+        doc_id = check_id(_field(obj, "_id", path, line), path, line, "_id")
         if doc_id in corpus:
             raise DataError(f"duplicate id {doc_id!r}", file=path, line=line, field="_id")
         title = _field(obj, "title", path, line, required=False)
@@ -64,21 +120,23 @@ def read_corpus(path: Path) -> dict[str, Passage]:
                 f"empty text for document {doc_id!r}", file=path, line=line, field="text"
             )
         corpus[doc_id] = Passage(id=doc_id, text=text, title=title)
+    if not corpus:
+        raise DataError("no document (only blank lines)", file=path)
     return corpus
 
 
 def read_queries(path: Path) -> dict[str, Query]:
     queries: dict[str, Query] = {}
     for line, obj in read_jsonl(path):
-        qid = _field(obj, "_id", path, line)
-        if not qid:
-            raise DataError("empty id", file=path, line=line, field="_id")
+        qid = check_id(_field(obj, "_id", path, line), path, line, "_id")
         if qid in queries:
             raise DataError(f"duplicate id {qid!r}", file=path, line=line, field="_id")
         text = _field(obj, "text", path, line)
         if not text.strip():
             raise DataError(f"empty text for query {qid!r}", file=path, line=line, field="text")
         queries[qid] = Query(id=qid, text=text)
+    if not queries:
+        raise DataError("no query (only blank lines)", file=path)
     return queries
 
 
@@ -86,32 +144,39 @@ def read_qrels(
     path: Path, queries: dict[str, Query], corpus: dict[str, Passage]
 ) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
-    with path.open(encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip() or (lineno == 1 and raw.startswith("query-id")):
-                continue
-            parts = raw.rstrip("\n").split("\t")
-            if len(parts) != 3:
-                raise DataError(
-                    f"expected 3 tab-separated columns, got {len(parts)}", file=path, line=lineno
-                )
-            qid, doc_id, score = parts
-            if qid not in queries:
-                raise DataError(f"unknown query {qid!r}", file=path, line=lineno, field="query-id")
-            if doc_id not in corpus:
-                raise DataError(
-                    f"unknown document {doc_id!r}", file=path, line=lineno, field="corpus-id"
-                )
-            try:
-                grade = int(score)
-            except ValueError:
-                raise DataError(
-                    f"score must be an integer, got {score!r}",
-                    file=path,
-                    line=lineno,
-                    field="score",
-                ) from None
-            qrels.setdefault(qid, {})[doc_id] = grade
+    for lineno, raw in read_lines(path):
+        if not raw.strip() or (lineno == 1 and raw.startswith("query-id")):
+            continue
+        parts = raw.rstrip("\r\n").split("\t")
+        if len(parts) != 3:
+            raise DataError(
+                f"expected 3 tab-separated columns, got {len(parts)}", file=path, line=lineno
+            )
+        qid, doc_id, score = parts
+        try:
+            grade = int(score)
+        except ValueError:
+            header = f"; the header line is {QRELS_HEADER!r}" if lineno == 1 else ""
+            raise DataError(
+                f"score must be an integer, got {score!r}{header}",
+                file=path,
+                line=lineno,
+                field="score",
+            ) from None
+        if qid not in queries:
+            raise DataError(f"unknown query {qid!r}", file=path, line=lineno, field="query-id")
+        if doc_id not in corpus:
+            raise DataError(
+                f"unknown document {doc_id!r}", file=path, line=lineno, field="corpus-id"
+            )
+        if doc_id in qrels.get(qid, {}):
+            raise DataError(
+                f"a second judgment of ({qid!r}, {doc_id!r})",
+                file=path,
+                line=lineno,
+                field="corpus-id",
+            )
+        qrels.setdefault(qid, {})[doc_id] = grade
     return qrels
 
 

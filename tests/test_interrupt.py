@@ -1,0 +1,76 @@
+"""Preemption: SIGTERM during training ends a run, or a whole sweep, with status 143 (never
+0), failed.json saying where, and the sweep's summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+LONG = ["trainer.max_steps=100000", "trainer.limit_val_batches=0", "routing.enabled=false"]
+
+
+def start(folder: Path, *overrides: str, flags: tuple[str, ...] = ()) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "run.py",
+            *flags,
+            "debug=fast",
+            f"paths.cache={folder.parent / 'cache'}",
+            *LONG,
+            *overrides,
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def terminate_when_training(process: subprocess.Popen, timeout: float = 240) -> str:
+    """SIGTERM once the log says an adapter is training; the whole output after the exit."""
+    seen, deadline = [], time.monotonic() + timeout
+    for line in process.stdout:
+        seen.append(line)
+        if "training the legal adapter" in line:
+            time.sleep(1.0)  # inside Lightning's fit loop
+            process.send_signal(signal.SIGTERM)
+            break
+        assert time.monotonic() < deadline, "".join(seen)
+    seen.append(process.stdout.read())
+    process.wait(60)
+    return "".join(seen)
+
+
+def test_sigterm_during_training_exits_143_in_a_run_and_in_a_sweep(tmp_path: Path) -> None:
+    run = start(tmp_path / "run", "domain=legal", f"hydra.run.dir={tmp_path / 'run'}")
+    sweep = start(
+        tmp_path / "sweep",
+        "domain=legal,medical",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        flags=("-m",),
+    )
+    run_log, sweep_log = terminate_when_training(run), terminate_when_training(sweep)
+
+    assert run.returncode == 143, run_log[-3000:]
+    failure = json.loads((tmp_path / "run" / "failed.json").read_text())
+    where = "interrupted by SIGTERM at stage fine_tuned, the legal adapter"
+    assert failure["error"] == f"Interrupted: {where}"
+    assert not (tmp_path / "run" / "results.json").exists()
+
+    assert sweep.returncode == 143, sweep_log[-3000:]
+    first, second = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert first.startswith("0_") and second.startswith("1_")
+    assert "0 jobs finished, 1 failed, 1 did not finish" in sweep_log
+    assert f"the sweep was {where}; re-run the command" in sweep_log
+    failure = json.loads((tmp_path / "sweep" / first / "failed.json").read_text())
+    assert failure["error"] == f"Interrupted: {where}"
+    assert sorted(p.name for p in (tmp_path / "sweep" / second).iterdir()) == [".hydra", "run.log"]
