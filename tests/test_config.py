@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from r2r.data.mining import MiningSettings
 
@@ -164,17 +168,166 @@ def test_every_sweep_value_composes(tmp_path, sweep: str) -> None:
                 assert picked == value
 
 
-def test_wandb_sweep_runs_hydra_overrides(make_cfg) -> None:
-    """conf/wandb_sweep.yaml: every value W&B would pass (`key=value`, no hyphens) is a
-    valid override, and the metric it maximises is one the job reports."""
+def test_wandb_sweep_runs_hydra_overrides(tmp_path) -> None:
+    """conf/wandb_sweep.yaml: Table 1's two curricula; every value W&B would pass
+    (`key=value`, no hyphens) is an option of its config group and composes as that
+    choice, and the metric it maximises is one the job reports."""
+    from hydra import compose, initialize_config_dir
+
     spec = OmegaConf.to_container(OmegaConf.load(CONF / "wandb_sweep.yaml"))
     assert spec["program"] == "run.py"
     assert "${args_no_hyphens}" in spec["command"] and "logger=wandb" in spec["command"]
-    for key, values in spec["parameters"].items():
-        for value in values["values"]:
-            cfg = make_cfg(f"{key}={value}", "logger=wandb")
-            assert cfg.logger.wandb._target_ == "lightning.pytorch.loggers.WandbLogger"
-    assert spec["metric"]["name"] == make_cfg().optimized_metric
+    assert spec["parameters"]["curriculum"]["values"] == ["direct", "eag"]
+    paths = [f"paths.root={tmp_path}", "logger=wandb"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for key, values in spec["parameters"].items():
+            for value in values["values"]:
+                assert (CONF / key / f"{value}.yaml").is_file(), f"{key}={value}"
+                cfg = compose(
+                    config_name="config",
+                    overrides=[f"{key}={value}", *paths],
+                    return_hydra_config=True,
+                )
+                assert cfg.hydra.runtime.choices[key] == value
+                assert cfg.logger.wandb._target_ == "lightning.pytorch.loggers.WandbLogger"
+        assert spec["metric"]["name"] == compose("config", overrides=paths).optimized_metric
+
+
+HUB = {
+    "qwen": "Qwen/Qwen3-Reranker-0.6B",
+    "mistral": "mistralai/Mistral-7B-Instruct-v0.3",
+    "gemma": "BAAI/bge-reranker-v2-gemma",
+}
+
+
+def test_a_models_root_holds_each_hub_backbone_under_its_hub_id(make_cfg, tmp_path) -> None:
+    assert make_cfg("backbone=qwen").backbone.name_or_path == HUB["qwen"]
+    for backbone, hub_id in HUB.items():
+        (tmp_path / "models" / hub_id).mkdir(parents=True)
+        cfg = make_cfg(f"backbone={backbone}", f"paths.models={tmp_path / 'models'}")
+        assert cfg.backbone.name_or_path == str(tmp_path / "models" / hub_id)
+    # A backbone's own folder wins over the root.
+    (tmp_path / "own").mkdir()
+    cfg = make_cfg(
+        "backbone=gemma",
+        f"paths.models={tmp_path / 'models'}",
+        f"paths.backbones.gemma={tmp_path / 'own'}",
+    )
+    assert cfg.backbone.name_or_path == str(tmp_path / "own")
+
+
+def test_a_sweep_over_backbones_gives_each_job_its_own_folder(tmp_path) -> None:
+    """`-m backbone=qwen,mistral paths.models=ROOT paths.backbones.mistral=DIR`, as Hydra's
+    sweeper splits it into jobs (before: `backbone.name_or_path=` failed in the sweep's own
+    compose, `Key 'name_or_path' is not in struct`, and `++` gave both the same path)."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    (tmp_path / "models" / HUB["qwen"]).mkdir(parents=True)
+    (tmp_path / "mistral").mkdir()
+    args = [
+        "backbone=qwen,mistral",
+        f"paths.models={tmp_path / 'models'}",
+        f"paths.backbones.mistral={tmp_path / 'mistral'}",
+    ]
+    [jobs] = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(args), None)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        # The sweep's own config: the default backbone with the non-sweep overrides.
+        compose("config", overrides=[f"paths.root={tmp_path}", *args[1:]])
+        paths = [
+            compose("config", overrides=[f"paths.root={tmp_path}", *job]).backbone.name_or_path
+            for job in jobs
+        ]
+    assert paths == [str(tmp_path / "models" / HUB["qwen"]), str(tmp_path / "mistral")]
+
+
+def test_a_missing_model_folder_fails_naming_the_path_it_expected(make_cfg, tmp_path) -> None:
+    cfg = make_cfg("backbone=mistral", f"paths.models={tmp_path}")
+    expected = tmp_path / "mistralai" / "Mistral-7B-Instruct-v0.3"
+    with pytest.raises(
+        InterpolationResolutionError, match=re.escape(f"model folder at {expected} ")
+    ):
+        OmegaConf.to_container(cfg, resolve=True)
+    cfg = make_cfg("backbone=qwen", f"paths.backbones.qwen={tmp_path / 'nowhere'}")
+    with pytest.raises(
+        InterpolationResolutionError, match=re.escape("nowhere (from paths.backbones")
+    ):
+        OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_every_path_key_is_left_out_of_job_names(make_cfg) -> None:
+    """A path in a job's directory name would nest folders: every key under `paths` (the
+    models and raw-data folders too) is excluded from `override_dirname`."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"paths.root={CONF.parent}"], return_hydra_config=True)
+    excluded = set(cfg.hydra.job.config.override_dirname.exclude_keys)
+    leaves = {
+        f"paths.{k}" if not isinstance(v, dict) else f"paths.{k}.{kk}"
+        for k, v in OmegaConf.to_container(cfg.paths).items()
+        for kk in (v if isinstance(v, dict) else [None])
+    }
+    assert "paths.backbones.gemma" in leaves and leaves <= excluded
+
+
+def test_real_data_is_read_from_the_named_raw_data_folder(make_cfg, tmp_path, monkeypatch):
+    cfg = make_cfg("data=real", f"paths.raw_data={tmp_path}")
+    assert {d: source.raw for d, source in cfg.data.sources.items()} == {
+        "legal": f"{tmp_path}/legal/aila2019",
+        "medical": f"{tmp_path}/medical/pubmedqa",
+        "finance": f"{tmp_path}/finance/tatqa",
+    }
+    # $R2R_DATA, when no override names one.
+    monkeypatch.setenv("R2R_DATA", str(tmp_path / "env"))
+    (tmp_path / "env").mkdir()
+    cfg = make_cfg("data=pubmedqa")
+    assert cfg.data.sources.medical.raw == f"{tmp_path}/env/medical/pubmedqa"
+
+
+def test_real_data_without_its_folder_fails_before_any_model_loads(make_cfg, tmp_path, monkeypatch):
+    from r2r import pipeline
+    from r2r.models import backbones
+    from r2r.sweep import FAILED
+
+    loaded = []
+    monkeypatch.setattr(backbones, "load_hub", lambda *a, **k: loaded.append(a))
+    cfg = make_cfg("data=real", "backbone=qwen", f"paths.raw_data={tmp_path / 'nowhere'}")
+    message = f"paths.raw_data={tmp_path / 'nowhere'} is not a folder"
+    with pytest.raises(InterpolationResolutionError, match=re.escape(message)) as error:
+        pipeline.run(cfg)
+    assert "docs/data.md" in str(error.value) and loaded == []
+    # Recorded as the job's failure, so that a sweep reports why.
+    failure = json.loads((tmp_path / "out" / FAILED).read_text())
+    assert message in failure["error"]
+
+
+class FrozenClock(datetime):
+    @classmethod
+    def now(cls, tz=None) -> datetime:
+        return datetime(2026, 1, 2, 3, 4, 5)
+
+
+def test_each_wandb_agent_run_gets_a_directory_of_its_own(tmp_path, monkeypatch) -> None:
+    """`wandb agent` starts each run with WANDB_RUN_ID set: two runs started in the same
+    second no longer share outputs/<date>/<time>."""
+    from hydra import compose, initialize_config_dir
+
+    monkeypatch.setattr("hydra.core.utils.datetime", FrozenClock)
+
+    def run_dir() -> str:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("config", overrides=[f"paths.root={tmp_path}"], return_hydra_config=True)
+        return cfg.hydra.run.dir
+
+    monkeypatch.delenv("WANDB_RUN_ID", raising=False)
+    assert run_dir() == "outputs/2026-01-02/03-04-05"
+    dirs = []
+    for run_id in ["a1b2c3d4", "e5f6g7h8"]:
+        monkeypatch.setenv("WANDB_RUN_ID", run_id)
+        dirs.append(run_dir())
+    assert dirs == ["outputs/2026-01-02/03-04-05-a1b2c3d4", "outputs/2026-01-02/03-04-05-e5f6g7h8"]
 
 
 @pytest.mark.parametrize(

@@ -142,6 +142,7 @@ def test_each_multirun_job_is_its_own_wandb_run_and_a_rerun_skips_them(shared_sw
             "router/lsr/val/accuracy",  # ...validated on the dev queries
             "results/_type",  # the results table
             "routing/_type",  # Table 2
+            "forgetting/_type",  # Table 3
         } <= keys
         assert ("stage1/train/loss" in keys) == (curriculum == "eag")
         assert "fine_tuned/finance/ndcg@10" not in keys

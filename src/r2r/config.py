@@ -4,6 +4,7 @@ composes (tests register them in conftest)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -31,6 +32,44 @@ def sweep_group() -> str | None:
     return HydraConfig.get().sweep.dir
 
 
+def model_path(hub_id: str, folder: str | None, models: str | None) -> str:
+    """Where a hub backbone loads from: its own folder (`paths.backbones.<option>`), else
+    `<paths.models>/<org>/<name>` (the hub id's layout, as `hf download ID --local-dir
+    <paths.models>/ID` writes it), else the hub id itself (the Hugging Face cache or the hub).
+    A folder that was named but is missing fails at once, naming the path it expected."""
+    if folder is None and models is None:
+        return hub_id
+    path = Path(folder if folder is not None else Path(models) / hub_id).expanduser()
+    if not path.is_dir():
+        key = "paths.backbones" if folder is not None else f"paths.models={models}"
+        raise FileNotFoundError(
+            f"{hub_id}: no model folder at {path} (from {key}); download it with "
+            f"`hf download {hub_id} --local-dir {path}`"
+        )
+    return str(path)
+
+
+def raw_data(root: str, dataset: str) -> str:
+    """`<paths.raw_data>/<dataset>`: the raw files a real data source converts. Fails at
+    once (when the config is resolved, before any model is loaded) if the raw-data folder
+    itself is missing; a missing file inside it is reported by the source's converter."""
+    if not Path(root).expanduser().is_dir():
+        raise FileNotFoundError(
+            f"paths.raw_data={root} is not a folder: the real data sets are read from there. "
+            "Download them as docs/data.md describes, then set R2R_DATA=FOLDER or "
+            "paths.raw_data=FOLDER"
+        )
+    return str(Path(root).expanduser() / dataset)
+
+
+def run_suffix() -> str:
+    """`-<W&B run id>` under a W&B sweep agent (which sets WANDB_RUN_ID for each run it
+    starts), else nothing: agents starting runs in the same second get directories of their
+    own instead of sharing `outputs/<date>/<time>`."""
+    run_id = os.environ.get("WANDB_RUN_ID")
+    return f"-{run_id}" if run_id else ""
+
+
 def precision() -> str:
     """`bf16-mixed` where CUDA is available and supports bf16, else `32-true` (the CPU)."""
     import torch
@@ -45,6 +84,9 @@ def register_resolvers() -> None:
         "r2r.job_name": job_name,
         "r2r.sweep_group": sweep_group,
         "r2r.precision": precision,
+        "r2r.model_path": model_path,
+        "r2r.raw_data": raw_data,
+        "r2r.run_suffix": run_suffix,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -22,6 +22,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from r2r import tracking
 from r2r.curriculum import JOINT, Stage, in_order
@@ -41,7 +42,6 @@ from r2r.routing.evaluation import (
     evaluate_router,
     forgetting,
     routing_report,
-    routing_rows,
     routing_summary,
     score_matrix,
 )
@@ -107,7 +107,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
     (`skip_finished`); its loggers get the resolved config and are closed at the end; a
     failure is recorded as failed.json before it is raised."""
     out = Path(cfg.paths.output)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    try:  # a missing model or raw-data folder fails here (r2r.config): this job's failure
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationResolutionError as error:
+        record_failure(out, error)
+        raise
     if cfg.skip_finished and (metrics := finished_metrics(out, config)) is not None:
         log.info("skipped: %s already holds this job's results", out)
         return metrics
@@ -414,7 +418,6 @@ def write_outputs(
         "config": OmegaConf.to_container(job.cfg, resolve=True),
     }
     write_json_atomic(job.out / "results.json", results)
-    tables = {"routing": routing_rows(routing)} if routing else None
-    tracking.log_results(job.loggers, metrics, tables)
+    tracking.log_results(job.loggers, metrics, tracking.routing_tables(routing))
     print(table)
     print(f"results: {job.out / 'results.json'} ({wall:.0f} s)")

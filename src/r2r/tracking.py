@@ -13,6 +13,8 @@ from typing import Any
 
 from lightning.pytorch.loggers import Logger, WandbLogger
 
+from r2r.routing.evaluation import routing_rows
+
 
 def start(loggers: Sequence[Logger], config: Mapping[str, Any]) -> None:
     for logger in loggers:
@@ -34,13 +36,39 @@ def results_rows(metrics: Mapping[str, float]) -> tuple[list[str], list[list[Any
     return ["stage", "split", "domain", *columns], data
 
 
+def forgetting_rows(table: Mapping[str, Mapping[str, float]]) -> tuple[list[str], list[list]]:
+    """routing.json's forgetting table (Table 3: the bare backbone and each expert on each
+    test domain) as one row per (model, domain), one column per metric@k."""
+    columns: list[str] = []
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+    for model, values in table.items():
+        for key, value in values.items():
+            domain, metric = key.split("/")
+            rows.setdefault((model, domain), {})[metric] = value
+            if metric not in columns:
+                columns.append(metric)
+    data = [[*row, *(values.get(c) for c in columns)] for row, values in rows.items()]
+    return ["model", "domain", *columns], data
+
+
+def routing_tables(summary: Mapping[str, Any]) -> dict[str, tuple[list[str], list[list]]]:
+    """routing.json (empty when the job did not route) as W&B tables: `routing` (Table 2,
+    one row per router) and `forgetting` (Table 3)."""
+    if not summary:
+        return {}
+    return {
+        "routing": routing_rows(summary),
+        "forgetting": forgetting_rows(summary["forgetting"]),
+    }
+
+
 def log_results(
     loggers: Sequence[Logger],
     metrics: Mapping[str, float],
     tables: Mapping[str, tuple[list[str], list[list[Any]]]] | None = None,
 ) -> None:
-    """Final metrics to every logger; W&B also gets the results table and any further
-    `tables` (name -> (columns, rows)), e.g. the routing table."""
+    """Final metrics to every logger; W&B also gets the results table (Table 1's rows) and
+    any further `tables` (name -> (columns, rows)): those of `routing_tables`."""
     for logger in loggers:
         logger.log_metrics(dict(metrics))
         if isinstance(logger, WandbLogger):
