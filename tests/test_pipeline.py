@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from peft import PeftModel
 
+from r2r.data.errors import DataError
 from r2r.data.mining import BM25Miner
 from r2r.evaluation import evaluate
 from r2r.files import MARKER
@@ -310,3 +312,26 @@ def test_a_missing_backbone_fails_before_any_data_work(make_cfg, tmp_path: Path)
     with pytest.raises(Exception, match=f"could not load backbone '{folder}': no such folder"):
         run(cfg)
     assert not (Path(cfg.paths.cache) / "mining").exists()  # no BM25 mining was done
+
+
+def test_a_domain_that_cannot_be_tested_fails_before_training(make_cfg, tmp_path: Path) -> None:
+    """A domain whose test qrels hold no positive would vanish from every test row (and the
+    pooled `all` row would cover the other domain only): the run refuses it up front."""
+    from r2r.data.io import write_beir
+    from tests.data.test_io import tiny_dataset
+
+    good = tiny_dataset()
+    write_beir(good, tmp_path / "legal")
+    zero = {**good.qrels, "test": {"q2": {"d2": 0}}}  # judged, but no positive
+    write_beir(replace(good, domain="medical", qrels=zero), tmp_path / "medical")
+    cfg = make_cfg(
+        "debug=fast",
+        "data=beir",
+        "domain.names=[legal,medical]",
+        f"data.sources.legal.folder={tmp_path / 'legal'}",
+        f"data.sources.medical.folder={tmp_path / 'medical'}",
+    )
+    with pytest.raises(DataError, match="domain 'medical' has no test query with a positive"):
+        run(cfg)
+    out = Path(cfg.paths.output)
+    assert sorted(p.name for p in out.iterdir()) == ["csv", "failed.json"]  # no expert

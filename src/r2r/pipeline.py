@@ -27,6 +27,7 @@ from omegaconf.errors import InterpolationResolutionError
 from r2r import tracking
 from r2r.curriculum import JOINT, Stage, in_order
 from r2r.data.datamodule import MASKED, RerankDataModule
+from r2r.data.errors import DataError
 from r2r.data.masking.strategies import Masker
 from r2r.data.mining import BM25Miner
 from r2r.evaluation import evaluate, first_stage, results_table, trec_qrels, trec_run
@@ -194,11 +195,26 @@ def prepare(cfg: DictConfig, loggers: list) -> Job:
     backbone = instantiate(cfg.backbone)
     miner = BM25Miner(instantiate(cfg.mining), cache_dir=Path(cfg.paths.cache) / "mining")
     datasets = {d: instantiate(sources[d]) for d in found}
+    testable(datasets)
     job = Job(cfg, out, datasets, backbone, miner, None, loggers)
     # mask_test: the masker of the `test_masked` lists, fitted on the training groups.
     masker = instantiate(cfg.masking).fit(job.datamodule().groups()) if cfg.mask_test else None
     job = replace(job, eval_masker=masker)
     return replace(job, data=job.datamodule())
+
+
+def testable(datasets: Mapping[str, RetrievalDataset]) -> None:
+    """Every selected domain can be tested, before any model or data work: a domain without
+    a test query with a positive (qrels/test.tsv missing, misnamed or all zero) would drop
+    out of every test row and leave the pooled `all` row covering the others only."""
+    for domain, dataset in datasets.items():
+        if not dataset.split_queries("test"):
+            raise DataError(
+                f"domain {domain!r} has no test query with a positive (its qrels/test.tsv "
+                "is missing, empty or all zero): it cannot be tested; fix its data or "
+                f"leave it out of domain.names ({list(datasets)})",
+                file=dataset.name,
+            )
 
 
 def headline(cfg: DictConfig) -> str:
