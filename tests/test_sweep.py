@@ -46,6 +46,20 @@ def test_finished_metrics_only_for_the_same_config(tmp_path: Path) -> None:
         finished_metrics(tmp_path, {**config, "lora": {"r": 16}})
 
 
+def test_a_truncated_results_file_makes_its_job_run_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = {"seed": 0}
+    whole = json.dumps({"metrics": {"fine_tuned/all/ndcg@10": 30.0}, "config": config})
+    for cut in (whole[: len(whole) // 2], "", '{"config": {"seed": 0}}'):
+        (tmp_path / "results.json").write_text(cut)
+        assert finished_metrics(tmp_path, config) is None
+    assert (
+        caplog.messages
+        == [f"{tmp_path / 'results.json'} is not a complete results file: the job runs again"] * 3
+    )
+
+
 def test_record_failure_keeps_the_error_and_traceback(tmp_path: Path) -> None:
     try:
         raise KeyError("no such domain")

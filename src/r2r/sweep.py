@@ -105,7 +105,10 @@ def finished_metrics(out: Path, config: Mapping[str, Any]) -> dict[str, float] |
     path = out / RESULTS
     if not path.exists():
         return None
-    results = json.loads(path.read_text(encoding="utf-8"))
+    results = read_results(path)
+    if results is None:
+        log.warning("%s is not a complete results file: the job runs again", path)
+        return None
     ours = {k: v for k, v in config.items() if k not in IGNORED}
     theirs = {k: v for k, v in results.get("config", {}).items() if k not in IGNORED}
     changed = differences(ours, theirs)
@@ -115,6 +118,18 @@ def finished_metrics(out: Path, config: Mapping[str, Any]) -> dict[str, float] |
             "use another output directory, or skip_finished=false to overwrite it"
         )
     return results["metrics"]
+
+
+def read_results(path: Path) -> dict[str, Any] | None:
+    """A job's results.json, or None when it is not a complete one (cut short by a crash or
+    a full disk: not JSON, or without its metrics)."""
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(results, dict) or not isinstance(results.get("metrics"), dict):
+        return None
+    return results
 
 
 def record_failure(out: Path, error: BaseException) -> None:
@@ -185,7 +200,7 @@ class SweepSummary(Callback):
         problem = self._assemble(sweep) if self.assemble and not interrupted else None
         jobs = sweep_jobs(sweep)
         failed = [p for p in jobs if (p / FAILED).exists()]
-        done = [p for p in jobs if (p / RESULTS).exists() and p not in failed]
+        done = [p for p in jobs if read_results(p / RESULTS) is not None and p not in failed]
         lost = [p for p in jobs if p not in done and p not in failed]
         log.info(
             "sweep %s: %d jobs finished, %d failed%s",
