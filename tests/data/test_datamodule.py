@@ -106,3 +106,21 @@ def test_masked_split_abstracts_query_and_candidates_alike() -> None:
     assert n_shared == n_positive == N_POSITIVE_IN_TOP10
     with pytest.raises(ValueError, match="needs an eval_masker"):
         module().candidate_lists("test_masked")
+
+
+def test_evaluation_batches_pass_a_precision_plugins_conversion() -> None:
+    """trainer.precision=bf16-true converts every batch; the PairRefs ride along unchanged
+    (Lightning used to fail rebuilding the frozen dataclasses)."""
+    import torch
+    from lightning.pytorch.plugins.precision import HalfPrecision
+
+    from r2r.data.collate import PairCollator, eval_pairs
+
+    def encoder(queries: list[str], documents: list[str]) -> dict[str, torch.Tensor]:
+        return {"input_ids": torch.zeros(len(queries), 3, dtype=torch.long), "w": torch.ones(2)}
+
+    refs = eval_pairs(module().candidate_lists("test")[:2])
+    batch = PairCollator(encoder)(refs)
+    converted = HalfPrecision("bf16-true").convert_input(batch)
+    assert list(converted["refs"]) == refs
+    assert (converted["input_ids"].dtype, converted["w"].dtype) == (torch.long, torch.bfloat16)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,23 @@ def _matrix(rows: list, grouped: bool) -> torch.Tensor:
     return values if grouped else values[:, 0]  # rows: (B,)
 
 
+class Refs:
+    """An evaluation batch's PairRefs, iterable in order and opaque to Lightning's batch
+    walkers (a precision plugin's `convert_input` would try to rebuild the frozen PairRef
+    dataclasses and fail, e.g. under trainer.precision=bf16-true)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[PairRef]) -> None:
+        self.items = tuple(items)
+
+    def __iter__(self) -> Iterator[PairRef]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
 @dataclass(frozen=True)
 class PairCollator:
     """Evaluation pairs -> encoded rows, with the `refs` that place each score in its list."""
@@ -58,7 +76,7 @@ class PairCollator:
     def __call__(self, refs: list[PairRef]) -> dict[str, Any]:
         queries = [r.candidates.query.text for r in refs]
         documents = [r.candidates.passages[r.position].content for r in refs]
-        return {**self.encoder(queries, documents), "refs": refs}
+        return {**self.encoder(queries, documents), "refs": Refs(refs)}
 
 
 def eval_pairs(lists) -> list[PairRef]:
