@@ -88,6 +88,15 @@ class RerankerModule(L.LightningModule):
         }
 
 
+def val_check_batches(val_check_interval: float, accumulate_grad_batches: int) -> float:
+    """Lightning's `val_check_interval` for r2r's: an int counts optimizer steps in r2r's
+    config but training batches in Lightning, which differ under gradient accumulation
+    (`accumulate_grad_batches` batches per step); a float (a fraction of an epoch) is kept."""
+    if isinstance(val_check_interval, int):
+        return val_check_interval * accumulate_grad_batches
+    return val_check_interval
+
+
 def collect_lists(scores: list[tuple[PairRef, float]]) -> list[ScoredList]:
     """Scores of pairs, in any order, back into their candidate lists."""
     by_list: dict[int, tuple[PairRef, list[float]]] = {}

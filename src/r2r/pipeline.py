@@ -32,7 +32,7 @@ from r2r.data.masking.strategies import Masker
 from r2r.data.mining import BM25Miner
 from r2r.evaluation import evaluate, first_stage, results_table, trec_qrels, trec_run
 from r2r.files import atomic_path, write_json_atomic, write_text_atomic
-from r2r.lit_reranker import BestAdapter, RerankerModule
+from r2r.lit_reranker import BestAdapter, RerankerModule, val_check_batches
 from r2r.losses import check_loss
 from r2r.models.backbones import Backbone
 from r2r.models.experts import ExpertBank, load_adapter, save_adapter, start_expert
@@ -278,10 +278,15 @@ def train_adapter(job: Job, name: str, stage: Stage, unit: str, init: Path | Non
         scheduler=instantiate(cfg.scheduler, num_training_steps=stage.max_steps),
         log_prefix=f"{name}/" if unit == JOINT else f"{unit}/",
     )
+    replaced = {**(stage.trainer or {})}
+    settings = {**cfg.trainer, **replaced}
+    replaced["val_check_interval"] = val_check_batches(
+        settings["val_check_interval"], settings.get("accumulate_grad_batches", 1)
+    )
     trainer = instantiate(
         cfg.trainer,
-        **(stage.trainer or {}),
-        max_steps=stage.max_steps,
+        **replaced,
+        max_steps=stage.max_steps,  # optimizer steps, in Lightning too
         logger=job.loggers or False,
         callbacks=[BestAdapter(monitor=stage.monitor, mode=cfg.best_adapter.mode)],
     )

