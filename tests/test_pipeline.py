@@ -16,6 +16,7 @@ from r2r.data.errors import DataError
 from r2r.data.mining import BM25Miner
 from r2r.evaluation import evaluate
 from r2r.files import MARKER
+from r2r.lit_reranker import NonFiniteLoss
 from r2r.metrics import metric_names
 from r2r.models.backbones import load_tiny
 from r2r.models.scorer import RerankerScorer
@@ -335,3 +336,23 @@ def test_a_domain_that_cannot_be_tested_fails_before_training(make_cfg, tmp_path
         run(cfg)
     out = Path(cfg.paths.output)
     assert sorted(p.name for p in out.iterdir()) == ["csv", "failed.json"]  # no expert
+
+
+def test_a_non_finite_loss_stops_training_at_its_first_step(make_cfg) -> None:
+    cfg = make_cfg(
+        "debug=fast",
+        "domain=legal",
+        "loss.temperature=1e-40",  # scores / 1e-40 overflow: the InfoNCE loss is NaN
+        "trainer.limit_val_batches=0",
+        "trainer.max_steps=12",
+    )
+    with pytest.raises(NonFiniteLoss) as info:
+        run(cfg)
+    message = (
+        "stage fine_tuned, the legal adapter, step 0: the training loss is nan; lower the "
+        "learning rate or check the loss settings (e.g. a temperature near 0)"
+    )
+    assert str(info.value) == message
+    failure = json.loads((Path(cfg.paths.output) / "failed.json").read_text())
+    assert failure["error"] == f"NonFiniteLoss: {message}"
+    assert not (Path(cfg.paths.output) / "experts").exists()

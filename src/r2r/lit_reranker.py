@@ -59,6 +59,8 @@ class RerankerModule(L.LightningModule):
         if batch["group_size"] is not None:
             scores = scores.view(-1, batch["group_size"])  # (B, G)
         loss = self.loss(scores, batch["labels"], batch.get("teacher"))
+        if not torch.isfinite(loss):  # a NaN would train on silently and poison every score
+            raise NonFiniteLoss(loss.item(), self.global_step)
         self.log(f"{self.log_prefix}train/loss", loss, prog_bar=True, batch_size=scores.shape[0])
         return loss
 
@@ -86,6 +88,22 @@ class RerankerModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+class NonFiniteLoss(FloatingPointError):
+    """Training stopped at the first loss that is NaN or infinite; `where` (the stage and
+    adapter) is filled in by the pipeline."""
+
+    def __init__(self, value: float, step: int) -> None:
+        self.value, self.step, self.where = value, step, ""
+        super().__init__(value, step)
+
+    def __str__(self) -> str:
+        where = f"{self.where}, " if self.where else ""
+        return (
+            f"{where}step {self.step}: the training loss is {self.value}; lower the learning "
+            "rate or check the loss settings (e.g. a temperature near 0)"
+        )
 
 
 def val_check_batches(val_check_interval: float, accumulate_grad_batches: int) -> float:

@@ -32,7 +32,7 @@ from r2r.data.masking.strategies import Masker
 from r2r.data.mining import BM25Miner
 from r2r.evaluation import evaluate, first_stage, results_table, trec_qrels, trec_run
 from r2r.files import atomic_path, write_json_atomic, write_text_atomic
-from r2r.lit_reranker import BestAdapter, RerankerModule, val_check_batches
+from r2r.lit_reranker import BestAdapter, NonFiniteLoss, RerankerModule, val_check_batches
 from r2r.losses import check_loss
 from r2r.models.backbones import Backbone
 from r2r.models.experts import ExpertBank, load_adapter, save_adapter, start_expert
@@ -252,7 +252,7 @@ def train_curriculum(job: Job) -> Adapters:
             train = reuse_adapter if stage.reuse else train_adapter
             try:
                 adapters[name][unit] = train(job, name, stage, unit, init)
-            except Interrupted as stop:  # failed.json says where
+            except (Interrupted, NonFiniteLoss) as stop:  # failed.json says where
                 stop.where = stop.where or f"stage {name}, the {unit} adapter"
                 raise
     return adapters
