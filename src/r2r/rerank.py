@@ -1,6 +1,6 @@
 """Rerank a JSONL file of queries and candidates with a saved routed system.
 
-    python -m r2r.rerank SYSTEM_DIR queries.jsonl ranked.jsonl [--top-n 10]
+    python -m r2r.rerank SYSTEM_DIR queries.jsonl ranked.jsonl [--top-n 10] [--device auto]
 
 Each input line: {"id": "q1", "query": "...", "documents": ["text", ...] or
 [{"id": "d1", "text": "...", "title": "..."}, ...], "domain": "legal" (optional, read only
@@ -22,6 +22,7 @@ from rich.progress import Progress
 
 from r2r.data.errors import DataError
 from r2r.data.io import read_jsonl
+from r2r.devices import resolve_device
 from r2r.files import atomic_path
 from r2r.routing.system import Document, RerankResult, RoutedReranker
 from r2r.types import Passage
@@ -135,11 +136,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("output", type=Path, help="JSONL of rankings, in input order")
     parser.add_argument("--top-n", type=int, default=None, help="keep the best N (default all)")
     parser.add_argument("--chunk", type=int, default=32, help="queries routed per batch")
+    parser.add_argument(
+        "--device", default="cpu", help="cpu, cuda, cuda:N or auto (CUDA where available)"
+    )
     args = parser.parse_args(argv)
     if args.top_n is not None and args.top_n < 1:
         parser.error(f"--top-n must be at least 1, got {args.top_n}")
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        parser.error(f"--device: {err}")
     requests = read_requests(args.input)  # bad input fails before any model loads
-    system = RoutedReranker.load(args.system)
+    system = RoutedReranker.load(args.system, device=device)
     n = rerank_requests(system, requests, args.output, top_n=args.top_n, chunk=args.chunk)
     print(f"reranked {n} queries -> {args.output}")
     return 0
