@@ -30,6 +30,7 @@ from r2r.data.datamodule import MASKED, RerankDataModule
 from r2r.data.errors import DataError
 from r2r.data.masking.strategies import Masker
 from r2r.data.mining import BM25Miner
+from r2r.devices import resolve_device, world
 from r2r.evaluation import evaluate, first_stage, results_table, trec_qrels, trec_run
 from r2r.files import atomic_path, write_json_atomic, write_text_atomic
 from r2r.lit_reranker import BestAdapter, NonFiniteLoss, RerankerModule, val_check_batches
@@ -40,6 +41,7 @@ from r2r.models.scorer import RerankerScorer
 from r2r.models.templates import PairEncoder
 from r2r.routing import build_router
 from r2r.routing.evaluation import (
+    ScoreMatrix,
     evaluate_router,
     forgetting,
     routing_report,
@@ -93,12 +95,20 @@ class Job:
             **self.cfg.datamodule,
         )
 
+    @property
+    def device(self) -> torch.device:
+        """Where this job evaluates: the device the trainer used (under DDP, this rank's
+        own); Lightning hands the model back on the CPU after every fit."""
+        return resolve_device(self.cfg.trainer.accelerator)
+
     def bank(self, adapters: Mapping[str, Path]) -> ExpertBank:
+        """The adapters on the backbone, on the job's device."""
         return ExpertBank(
             self.backbone,
             adapters,
             inputs=OmegaConf.to_container(self.cfg.inputs, resolve=True),
             batch_size=self.cfg.datamodule.eval_batch_size,
+            device=self.device,
         )
 
 
@@ -136,14 +146,18 @@ def train_and_test(cfg: DictConfig, loggers: list) -> dict[str, float]:
     started = time.perf_counter()
     job = prepare(cfg, loggers)
     adapters = train_curriculum(job)
-    if rank_zero_only.rank:  # DDP: rank 0 evaluates and writes; this rank's copy goes
+    # Under DDP every rank scores its share of the evaluation lists and gets all the scores.
+    rank, size = world()
+    log.info("evaluation on %s: rank %d of %d scores 1 list in %d", job.device, rank, size, size)
+    splits = eval_splits(job)
+    scored = baselines(job, splits) | stage_rows(job, adapters, splits)
+    experts = expert_matrix(job, adapters[last_stage(cfg)]) if routes(job) else None
+    if rank_zero_only.rank:  # DDP: rank 0 goes on alone and writes; this rank's copy goes
         shutil.rmtree(job.out, ignore_errors=True)
         return {}
     alone()
-    splits = eval_splits(job)
-    scored = baselines(job, splits) | stage_rows(job, adapters, splits)
     metrics = {k: v for row, items in scored.items() for k, v in evaluate(items, row).items()}
-    routing = route(job, adapters[last_stage(cfg)]) if cfg.routing.enabled else {}
+    routing = route(job, *experts) if experts else {}
     write_outputs(job, splits, scored, metrics, routing, time.perf_counter() - started)
     return metrics
 
@@ -336,7 +350,11 @@ def baselines(job: Job, splits: Sequence[str]) -> Scored:
     scored = {row_key("bm25", sp): first_stage(lists[sp]) for sp in splits}
     if job.cfg.zero_shot:
         bank = job.bank({})
-        scored |= {row_key("zero_shot", sp): bank.score_lists(None, lists[sp]) for sp in splits}
+        scored |= {
+            row_key("zero_shot", sp): bank.score_lists(None, lists[sp], sharded=True)
+            for sp in splits
+        }
+        bank.close()
     return scored
 
 
@@ -353,24 +371,35 @@ def stage_rows(job: Job, adapters: Adapters, splits: Sequence[str]) -> Scored:
             scored[row_key(name, split)] = [
                 item
                 for unit in adapters[name]
-                for item in bank.score_lists(unit, [c for c in lists if unit in (JOINT, c.domain)])
+                for item in bank.score_lists(
+                    unit, [c for c in lists if unit in (JOINT, c.domain)], sharded=True
+                )
             ]
         bank.close()
     return scored
 
 
-def route(job: Job, experts: Mapping[str, Path]) -> dict:
+def routes(job: Job) -> bool:
+    """Whether the job routes: asked to, and with more than one domain to route among."""
+    if job.cfg.routing.enabled and len(job.domains) < 2:
+        log.info("routing skipped: one domain (%s), nothing to route", job.domains)
+    return job.cfg.routing.enabled and len(job.domains) > 1
+
+
+def expert_matrix(job: Job, experts: Mapping[str, Path]) -> tuple[ExpertBank, ScoreMatrix]:
+    """The experts' bank and the pooled test lists scored under each expert and the bare
+    backbone (the routers' rows and the forgetting table read it); sharded under DDP."""
+    bank = job.bank(experts)
+    return bank, score_matrix(bank, job.domains, job.data.candidate_lists("test"), sharded=True)
+
+
+def route(job: Job, bank: ExpertBank, matrix: ScoreMatrix) -> dict:
     """Fit every router in `routers` on the training queries' domains (through the shared
     DataModule and the run's trainer), evaluate each on the pooled test lists (Table 2)
-    next to every expert on every domain (forgetting); save the `routing.deploy` router
-    with the experts as `system/`. Writes routing.{md,json}; returns routing.json."""
+    next to every expert on every domain (forgetting, `matrix`); save the `routing.deploy`
+    router with the experts as `system/`. Writes routing.{md,json}; returns routing.json."""
     cfg = job.cfg
-    if len(job.domains) < 2:
-        log.info("routing skipped: one domain (%s), nothing to route", job.domains)
-        return {}
     data = job.data
-    bank = job.bank(experts)
-    matrix = score_matrix(bank, job.domains, data.candidate_lists("test"))
     results, systems = [], {}
     for name, factory in instantiate(cfg.routers).items():
         router = build_router(

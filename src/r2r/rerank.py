@@ -1,6 +1,6 @@
 """Rerank a JSONL file of queries and candidates with a saved routed system.
 
-    python -m r2r.rerank SYSTEM_DIR queries.jsonl ranked.jsonl [--top-n 10]
+    python -m r2r.rerank SYSTEM_DIR queries.jsonl ranked.jsonl [--top-n 10] [--device auto]
 
 Each input line: {"id": "q1", "query": "...", "documents": ["text", ...] or
 [{"id": "d1", "text": "...", "title": "..."}, ...], "domain": "legal" (optional, read only
@@ -23,6 +23,7 @@ from rich.progress import Progress
 
 from r2r.data.errors import DataError
 from r2r.data.io import read_jsonl
+from r2r.devices import resolve_device
 from r2r.files import OutputError, atomic_path, check_target
 from r2r.routing.system import Document, RerankResult, RoutedReranker
 from r2r.types import Passage
@@ -136,18 +137,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("output", type=Path, help="JSONL of rankings, in input order")
     parser.add_argument("--top-n", type=int, default=None, help="keep the best N (default all)")
     parser.add_argument("--chunk", type=int, default=32, help="queries routed per batch")
+    parser.add_argument(
+        "--device", default="cpu", help="cpu, cuda, cuda:N or auto (CUDA where available)"
+    )
     args = parser.parse_args(argv)
     if args.top_n is not None and args.top_n < 1:
         parser.error(f"--top-n must be at least 1, got {args.top_n}")
     if args.chunk < 1:
         parser.error(f"--chunk must be at least 1, got {args.chunk}")
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        parser.error(f"--device: {err}")
     try:  # bad input or output fails before any model loads
         requests = read_requests(args.input)
         check_target(args.output)
     except (DataError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    system = RoutedReranker.load(args.system)
+    system = RoutedReranker.load(args.system, device=device)
     n = rerank_requests(system, requests, args.output, top_n=args.top_n, chunk=args.chunk)
     print(f"reranked {n} queries -> {args.output}")
     return 0

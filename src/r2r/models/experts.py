@@ -14,9 +14,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
+from r2r.devices import gather, resolve_device, shard
 from r2r.files import atomic_path
 from r2r.models.scorer import RerankerScorer, score_pairs
 from r2r.models.templates import PairEncoder
@@ -142,7 +144,9 @@ class ExpertBank:
     (query, document) pairs under one of them or under none (the bare backbone).
 
     Built whole from its parts and not changed afterwards; the routed system and the
-    evaluation of every stage score through `score` / `score_lists`.
+    evaluation of every stage score through `score` / `score_lists`. The bank borrows the
+    backbone's model: it moves it to `device` ("cpu", "cuda", "cuda:N" or "auto", see
+    `resolve_device`) in its own dtype, and `close` hands it back bare, where it was.
     """
 
     def __init__(
@@ -152,13 +156,16 @@ class ExpertBank:
         *,
         inputs: Mapping[str, Any],
         batch_size: int,
+        device: str | torch.device = "cpu",
     ) -> None:
         self.backbone = backbone
         self.adapters = {name: Path(folder) for name, folder in adapters.items()}
+        self.device = resolve_device(device)
         model = backbone.model
+        self.home = next(model.parameters()).device
         for name, folder in self.adapters.items():
             model = load_adapter(model, folder, adapter_name=name)
-        self.model = model
+        self.model = model.to(self.device)
         self.inputs = dict(inputs)
         self.batch_size = batch_size
         self.encoder = PairEncoder(backbone.tokenizer, backbone.template, **self.inputs)
@@ -192,21 +199,33 @@ class ExpertBank:
                 self.scorer, self.encoder, queries, documents, batch_size=self.batch_size
             )
 
-    def score_lists(self, name: str | None, lists: Sequence[CandidateList]) -> list[ScoredList]:
-        """Every candidate list scored under adapter `name`."""
+    def score_lists(
+        self, name: str | None, lists: Sequence[CandidateList], *, sharded: bool = False
+    ) -> list[ScoredList]:
+        """Every candidate list scored under adapter `name`.
+
+        sharded: under torch.distributed (DDP), this rank scores only its share of `lists`
+        and every rank gets all the scores back; collective, so every rank must call it
+        alike. Outside a process group it is the same as unsharded.
+        """
+        mine = shard(lists) if sharded else list(lists)
         flat = self.score(
             name,
-            [c.query.text for c in lists for _ in c.passages],
-            [p.content for c in lists for p in c.passages],
+            [c.query.text for c in mine for _ in c.passages],
+            [p.content for c in mine for p in c.passages],
         )
-        scored, at = [], 0
-        for c in lists:
-            scored.append(ScoredList(c, tuple(flat[at : at + len(c.passages)])))
+        scores, at = [], 0
+        for c in mine:
+            scores.append(tuple(flat[at : at + len(c.passages)]))
             at += len(c.passages)
-        return scored
+        if sharded:  # only the floats travel between ranks, not the lists' texts
+            scores = gather(scores)
+        return [ScoredList(c, s) for c, s in zip(lists, scores, strict=True)]
 
     def close(self) -> None:
-        """Take every adapter out of the backbone (it is bare again); the bank is done."""
+        """Take every adapter out of the backbone and move it back where the bank found it
+        (bare, as training expects it); the bank is done."""
         if isinstance(self.model, PeftModel):
             self.model.unload()
+        self.backbone.model.to(self.home)
         self.adapters = {}

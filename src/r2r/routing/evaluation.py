@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from rich.progress import Progress
 from sklearn.metrics import f1_score
 
+from r2r.devices import world
 from r2r.evaluation import evaluate
 from r2r.metrics import metric_names
 from r2r.models.experts import ExpertBank
@@ -63,17 +64,24 @@ def score_matrix(
     lists: Sequence[CandidateList],
     *,
     progress: bool = True,
+    sharded: bool = False,
 ) -> ScoreMatrix:
-    """Every list scored by every one of `experts` and by the bare backbone."""
+    """Every list scored by every one of `experts` and by the bare backbone.
+
+    sharded: each DDP rank scores its share and gets the whole matrix (`ExpertBank.score_lists`);
+    the time per list is then device time, the same as one process would measure.
+    """
     scored: dict[str | None, list[ScoredList]] = {}
     seconds: dict[str | None, list[float]] = {}
     n_pairs = sum(len(c.passages) for c in lists)
+    # N ranks scoring side by side spend N times the wall time in device time.
+    devices = world()[1] if sharded else 1
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("scoring under each expert", total=len(experts) + 1)
         for expert in [None, *experts]:
             start = time.perf_counter()
-            scored[expert] = bank.score_lists(expert, lists)
-            per_pair = (time.perf_counter() - start) / max(n_pairs, 1)
+            scored[expert] = bank.score_lists(expert, lists, sharded=sharded)
+            per_pair = devices * (time.perf_counter() - start) / max(n_pairs, 1)
             seconds[expert] = [len(c.passages) * per_pair for c in lists]
             bar.advance(task)
     return ScoreMatrix(lists, scored, seconds)

@@ -1,6 +1,6 @@
 """One backbone, one named LoRA adapter per domain, a router: the routed reranker.
 
-    system = RoutedReranker.load("outputs/.../system")
+    system = RoutedReranker.load("outputs/.../system", device="auto")
     result = system.rerank("What is the bail period?", ["doc one", "doc two"], top_n=1)
     result.expert, result.probabilities, result.ranking[0].score
 
@@ -164,8 +164,16 @@ class RoutedReranker:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, *, backbone: Backbone | None = None) -> RoutedReranker:
-        """Rebuild a saved system; the backbone comes from its saved config unless given."""
+    def load(
+        cls,
+        folder: str | Path,
+        *,
+        backbone: Backbone | None = None,
+        device: str | torch.device = "cpu",
+    ) -> RoutedReranker:
+        """Rebuild a saved system on `device` ("cpu", "cuda", "cuda:N" or "auto": CUDA where
+        available); the backbone comes from its saved config unless given, and keeps its
+        dtype. Its router's backbone features are computed on that device too."""
         folder = Path(folder)
         path = folder / "system.json"
         if not path.is_file():
@@ -178,6 +186,7 @@ class RoutedReranker:
             {name: folder / "experts" / name for name in meta["experts"]},
             inputs=meta["inputs"],
             batch_size=meta["batch_size"],
+            device=device,
         )
         router = load_router(folder / "router", backbone=backbone, model=bank.model)
         return cls(bank, router, threshold=meta["threshold"], backbone_config=meta["backbone"])
