@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from r2r import tracking
+from r2r import progress, tracking
 from r2r.curriculum import JOINT, Stage, in_order
 from r2r.data.datamodule import MASKED, RerankDataModule
 from r2r.data.errors import DataError
@@ -32,6 +32,7 @@ from r2r.data.masking.strategies import Masker
 from r2r.data.mining import BM25Miner
 from r2r.evaluation import evaluate, first_stage, results_table, trec_qrels, trec_run
 from r2r.files import atomic_path, write_json_atomic, write_text_atomic
+from r2r.lit_progress import TrainingProgress
 from r2r.lit_reranker import BestAdapter, RerankerModule
 from r2r.losses import check_loss
 from r2r.models.backbones import Backbone
@@ -180,6 +181,7 @@ def prepare(cfg: DictConfig, loggers: list) -> Job:
     """Datasets of the selected domains, the miner, the frozen backbone and (mask_test) the
     masker of the `test_masked` lists, fitted on the training groups."""
     L.seed_everything(cfg.seed, workers=True)
+    progress.configure(**cfg.progress)
     log.info(headline(cfg))
     sources, wanted = cfg.data.sources, list(cfg.domain.names)
     if not (found := [d for d in wanted if d in sources]):
@@ -283,7 +285,12 @@ def train_adapter(job: Job, name: str, stage: Stage, unit: str, init: Path | Non
         **(stage.trainer or {}),
         max_steps=stage.max_steps,
         logger=job.loggers or False,
-        callbacks=[BestAdapter(monitor=stage.monitor, mode=cfg.best_adapter.mode)],
+        callbacks=[
+            BestAdapter(monitor=stage.monitor, mode=cfg.best_adapter.mode),
+            TrainingProgress(f"{name} {unit}"),
+        ],
+        # Off the terminal its log lines stand in for Lightning's bar (r2r.progress).
+        enable_progress_bar=cfg.trainer.get("enable_progress_bar", True) and progress.is_terminal(),
     )
     trainer.fit(module, datamodule=datamodule)
     folder = save_adapter(model, stage.path(job.out, unit))
