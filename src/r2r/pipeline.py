@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from r2r import tracking
+from r2r import progress, tracking
 from r2r.curriculum import JOINT, Stage, in_order
 from r2r.data.datamodule import MASKED, RerankDataModule
 from r2r.data.errors import DataError
@@ -33,6 +33,7 @@ from r2r.data.mining import BM25Miner
 from r2r.devices import resolve_device, world
 from r2r.evaluation import evaluate, first_stage, results_table, trec_qrels, trec_run
 from r2r.files import atomic_path, write_json_atomic, write_text_atomic
+from r2r.lit_progress import TrainingProgress
 from r2r.lit_reranker import BestAdapter, NonFiniteLoss, RerankerModule, val_check_batches
 from r2r.losses import check_loss
 from r2r.models.backbones import Backbone
@@ -194,6 +195,7 @@ def prepare(cfg: DictConfig, loggers: list) -> Job:
     """Datasets of the selected domains, the miner, the frozen backbone and (mask_test) the
     masker of the `test_masked` lists, fitted on the training groups."""
     L.seed_everything(cfg.seed, workers=True)
+    progress.configure(**cfg.progress)
     log.info(headline(cfg))
     sources, wanted = cfg.data.sources, list(cfg.domain.names)
     if not (found := [d for d in wanted if d in sources]):
@@ -297,14 +299,25 @@ def train_adapter(job: Job, name: str, stage: Stage, unit: str, init: Path | Non
     replaced["val_check_interval"] = val_check_batches(
         settings["val_check_interval"], settings.get("accumulate_grad_batches", 1)
     )
+    # Off the terminal its log lines stand in for Lightning's bar (r2r.progress).
+    replaced["enable_progress_bar"] = (
+        settings.get("enable_progress_bar", True) and progress.is_terminal()
+    )
     trainer = instantiate(
         cfg.trainer,
         **replaced,
         max_steps=stage.max_steps,  # optimizer steps, in Lightning too
         logger=job.loggers or False,
-        callbacks=[BestAdapter(monitor=stage.monitor, mode=cfg.best_adapter.mode)],
+        callbacks=[
+            BestAdapter(monitor=stage.monitor, mode=cfg.best_adapter.mode),
+            TrainingProgress(f"{name} {unit}"),
+        ],
     )
-    trainer.fit(module, datamodule=datamodule)
+    try:
+        trainer.fit(module, datamodule=datamodule)
+    except Interrupted as stop:  # failed.json says where
+        stop.where = f"stage {name}, the {unit} adapter, step {trainer.global_step}"
+        raise
     folder = save_adapter(model, stage.path(job.out, unit))
     model.unload()  # back to the bare base for the next adapter
     return folder

