@@ -214,7 +214,7 @@ def test_the_sweep_summary_finds_nested_jobs_and_counts_unfinished_ones(tmp_path
     killed = tmp_path / "2_domain=medical"
     for job in (done, failed, killed):
         (job / ".hydra").mkdir(parents=True)
-    (done / "results.json").write_text("{}")
+    (done / "results.json").write_text(json.dumps({"metrics": {}}))
     record_failure(failed, ValueError("bad"))
     (tmp_path / "multirun.yaml").write_text("")
     (done / "wandb").mkdir()  # folders inside a job are not jobs
@@ -225,5 +225,5 @@ def test_the_sweep_summary_finds_nested_jobs_and_counts_unfinished_ones(tmp_path
     with pytest.raises(SystemExit, match=r"^1 of 2 jobs failed: 1_domain=legal$"):
         SweepSummary(assemble=False).on_multirun_end(config)
     clear_failure(failed)
-    (failed / "results.json").write_text("{}")
+    (failed / "results.json").write_text(json.dumps({"metrics": {}}))
     SweepSummary(assemble=False).on_multirun_end(config)  # everything finished: no exit
