@@ -152,10 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:  # bad input or output fails before any model loads
         requests = read_requests(args.input)
         check_target(args.output)
-    except (DataError, OutputError) as exc:
+        system = RoutedReranker.load(args.system, device=device)
+    except (DataError, OutputError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    system = RoutedReranker.load(args.system, device=device)
     n = rerank_requests(system, requests, args.output, top_n=args.top_n, chunk=args.chunk)
     print(f"reranked {n} queries -> {args.output}")
     return 0

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from peft import PeftModel
 
+from r2r.data.errors import DataError
 from r2r.files import MARKER
 from r2r.models.backbones import load_tiny
 from r2r.models.scorer import RerankerScorer
 from r2r.models.templates import QWEN3_RERANKER, PairEncoder
+from r2r.rerank import main as rerank_main
 from r2r.routing import OracleRouter, Router
 from r2r.routing.system import RoutedReranker, route
 from r2r.types import Passage
@@ -158,3 +161,52 @@ def test_bad_systems(expert_dirs, expert_bank, tmp_path: Path) -> None:
         RoutedReranker.load(tmp_path)
     with pytest.raises(ValueError, match="needs backbone_config"):
         RoutedReranker(bank, OracleRouter(DOMAINS), threshold=0.0).save(tmp_path / "s")
+
+
+def write_system(folder: Path, backbone: object, experts: object = ("legal",)) -> Path:
+    folder.mkdir(parents=True)
+    meta = {"backbone": backbone, "experts": list(experts), "threshold": 0.0}
+    (folder / "system.json").write_text(json.dumps(meta))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("backbone", "field", "target"),
+    [
+        ({"_target_": "builtins.open", "file": "{victim}", "mode": "w"}, "backbone._target_", "builtins.open"),
+        ({"_target_": "pathlib.Path.write_text", "_args_": ["{victim}", "x"]}, "backbone._target_", "pathlib.Path.write_text"),
+        ({"_target_": "shutil.copyfile", "src": __file__, "dst": "{victim}"}, "backbone._target_", "shutil.copyfile"),
+        ({"_target_": "os.system", "command": "touch {victim}"}, "backbone._target_", "os.system"),
+        # Nested: a safe loader whose template names something else.
+        ({"_target_": "r2r.models.backbones.load_tiny", "arch": "qwen", "seed": 0, "template": {"_target_": "os.system", "command": "touch {victim}"}}, "backbone.template._target_", "os.system"),
+    ],
+)  # fmt: skip
+def test_loading_refuses_anything_but_r2rs_loaders_before_it_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], backbone: dict, field: str, target: str
+) -> None:
+    victim = tmp_path / "victim.txt"
+    node = json.loads(json.dumps(backbone).replace("{victim}", str(victim)))
+    folder = write_system(tmp_path / "system", node)
+    with pytest.raises(DataError) as info:
+        RoutedReranker.load(folder)
+    assert str(info.value).startswith(
+        f"{folder / 'system.json'} field '{field}': refused: {target!r} is not an r2r backbone "
+        "loader (allowed: r2r.models.backbones.load_gguf_smollm2, "
+    )
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"query": "q", "documents": ["d"]}\n')
+    assert rerank_main([str(folder), str(source), str(tmp_path / "out.jsonl")]) == 2
+    assert capsys.readouterr().err == f"error: {info.value}\n"
+    assert not victim.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "system"]
+
+
+def test_loading_refuses_expert_names_that_leave_the_folder(tmp_path: Path) -> None:
+    loader = {"_target_": "r2r.models.backbones.load_tiny", "arch": "qwen", "seed": 0}
+    for name in ("../../elsewhere", "/abs", "a/b", "", 7):
+        folder = write_system(tmp_path / f"s{abs(hash(str(name)))}", loader, [name])
+        with pytest.raises(DataError, match=r"field 'experts': refused: .* not a plain folder"):
+            RoutedReranker.load(folder)
+    folder = write_system(tmp_path / "extra", {**loader, "_partial_": True})
+    with pytest.raises(DataError, match=r"field 'backbone._partial_': refused: '_partial_'"):
+        RoutedReranker.load(folder)

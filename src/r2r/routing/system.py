@@ -14,6 +14,7 @@ adapter.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 
+from r2r.data.errors import DataError
 from r2r.files import atomic_path, write_json_atomic
 from r2r.metrics import rank
+from r2r.models import backbones
 from r2r.models.backbones import Backbone
 from r2r.models.experts import ExpertBank
+from r2r.models.templates import named_template
 from r2r.routing.base import Router, load_router
 from r2r.types import Passage
 
@@ -178,18 +181,83 @@ class RoutedReranker:
         path = folder / "system.json"
         if not path.is_file():
             raise FileNotFoundError(f"{folder} holds no system.json (not a saved r2r system)")
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise DataError(f"not a JSON file ({err})", file=path) from None
+        experts = expert_names(meta.get("experts"), path)
         if backbone is None:
-            backbone = instantiate(meta["backbone"])
+            backbone = build_backbone(meta.get("backbone"), path)
         bank = ExpertBank(
             backbone,
-            {name: folder / "experts" / name for name in meta["experts"]},
+            {name: folder / "experts" / name for name in experts},
             inputs=meta["inputs"],
             batch_size=meta["batch_size"],
             device=device,
         )
         router = load_router(folder / "router", backbone=backbone, model=bank.model)
         return cls(bank, router, threshold=meta["threshold"], backbone_config=meta["backbone"])
+
+
+# What a system.json may name: r2r's own backbone loaders and template builder. A saved
+# system is data, not code: anything else is refused before anything runs.
+SAFE_TARGETS = {
+    f"r2r.models.backbones.{name}": getattr(backbones, name)
+    for name in ("load_hub", "load_gguf_smollm2", "load_tiny")
+} | {"r2r.models.templates.named_template": named_template}
+EXPERT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def build_backbone(node: Any, path: Path) -> Backbone:
+    """The backbone a system.json describes, built only from `SAFE_TARGETS` (checked whole
+    before any of them is called), with its values taken literally (no interpolation)."""
+    check_node(node, path, "backbone")
+    return build(node)
+
+
+def check_node(node: Any, path: Path, where: str) -> None:
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            check_node(item, path, f"{where}[{i}]")
+        return
+    if not isinstance(node, dict):
+        if where == "backbone":
+            raise DataError("expected an object with a _target_", file=path, field=where)
+        return
+    if where == "backbone" and "_target_" not in node:
+        raise DataError("expected an object with a _target_", file=path, field=where)
+    for key, value in node.items():
+        if key == "_target_" and value not in SAFE_TARGETS:
+            raise DataError(
+                f"refused: {value!r} is not an r2r backbone loader (allowed: "
+                f"{', '.join(sorted(SAFE_TARGETS))})",
+                file=path,
+                field=f"{where}._target_",
+            )
+        if key.startswith("_") and key != "_target_":
+            raise DataError(f"refused: {key!r} is not allowed", file=path, field=f"{where}.{key}")
+        check_node(value, path, f"{where}.{key}")
+
+
+def build(node: Any) -> Any:
+    if isinstance(node, list):
+        return [build(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    values = {k: build(v) for k, v in node.items() if k != "_target_"}
+    return SAFE_TARGETS[node["_target_"]](**values) if "_target_" in node else values
+
+
+def expert_names(names: Any, path: Path) -> list[str]:
+    """The saved experts' names: plain folder names, so each stays inside experts/."""
+    if not isinstance(names, list) or not names:
+        raise DataError("expected a non-empty list of expert names", file=path, field="experts")
+    for name in names:
+        if not isinstance(name, str) or not EXPERT_NAME.fullmatch(name):
+            raise DataError(
+                f"refused: {name!r} is not a plain folder name", file=path, field="experts"
+            )
+    return names
 
 
 def _text(document: Document) -> str:
