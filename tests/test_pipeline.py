@@ -356,3 +356,18 @@ def test_a_non_finite_loss_stops_training_at_its_first_step(make_cfg) -> None:
     failure = json.loads((Path(cfg.paths.output) / "failed.json").read_text())
     assert failure["error"] == f"NonFiniteLoss: {message}"
     assert not (Path(cfg.paths.output) / "experts").exists()
+
+
+def test_collapsed_scores_are_flagged(make_cfg) -> None:
+    """lr=1e8 drives every score of a list to one value: the run says so (results.md,
+    results.json) instead of reporting the tie-break order as the reranker's ranking."""
+    cfg = make_cfg("debug=fast", "domain=legal", "zero_shot=false", "optimizer.lr=1e8")
+    run(cfg)
+    out = Path(cfg.paths.output)
+    flagged = ["fine_tuned/legal", "fine_tuned:test_seen/legal"]
+    assert json.loads((out / "results.json").read_text())["collapsed"] == flagged
+    assert (
+        (out / "results.md")
+        .read_text()
+        .endswith("\nCollapsed (every list scored as one tie): " + ", ".join(flagged) + "\n")
+    )

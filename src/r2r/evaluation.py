@@ -66,3 +66,16 @@ def trec_qrels(lists: Iterable[CandidateList]) -> str:
         for c in lists
         for doc, grade in sorted(c.relevance.items())
     )
+
+
+def collapsed(scored: Iterable[ScoredList], tolerance: float = 1e-6) -> list[str]:
+    """Domains on which a scorer gave every list of two or more passages one score for all
+    of them: the ranking is then only its tie-break order, not a reranker's judgment (a
+    collapsed fine-tuning, e.g. after too high a learning rate)."""
+    spread: dict[str, float] = {}
+    for item in scored:
+        if len(item.scores) > 1:
+            domain = item.candidates.domain
+            width = max(item.scores) - min(item.scores)
+            spread[domain] = max(spread.get(domain, 0.0), width)
+    return sorted(d for d, width in spread.items() if width <= tolerance)

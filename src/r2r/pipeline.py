@@ -31,7 +31,14 @@ from r2r.data.errors import DataError
 from r2r.data.masking.strategies import Masker
 from r2r.data.mining import BM25Miner
 from r2r.devices import resolve_device, world
-from r2r.evaluation import evaluate, first_stage, results_table, trec_qrels, trec_run
+from r2r.evaluation import (
+    collapsed,
+    evaluate,
+    first_stage,
+    results_table,
+    trec_qrels,
+    trec_run,
+)
 from r2r.files import atomic_path, write_json_atomic, write_text_atomic
 from r2r.lit_progress import TrainingProgress
 from r2r.lit_reranker import BestAdapter, NonFiniteLoss, RerankerModule, val_check_batches
@@ -468,6 +475,11 @@ def write_outputs(
     and the final metrics to the loggers."""
     rows = ["bm25", "zero_shot", *stages(job.cfg)]
     table = results_table(metrics, [row_key(r, sp) for sp in splits for r in rows])
+    # Rows whose scores are one value per list on a domain (collapsed training): flagged.
+    flat = sorted(f"{key}/{d}" for key, items in scored.items() for d in collapsed(items))
+    if flat:
+        log.warning("collapsed scores (every list one tie): %s", ", ".join(flat))
+        table += f"\nCollapsed (every list scored as one tie): {', '.join(flat)}\n"
     write_text_atomic(job.out / "results.md", table)
     for split in splits:
         qrels = trec_qrels(job.data.candidate_lists(split))
@@ -476,6 +488,7 @@ def write_outputs(
         write_text_atomic(job.out / "runs" / f"{key.replace(':', '.')}.trec", trec_run(items, key))
     results = {
         "metrics": metrics,
+        "collapsed": flat,
         "wall_time_s": round(wall, 1),
         "job": job_record(),
         "config": OmegaConf.to_container(job.cfg, resolve=True),
