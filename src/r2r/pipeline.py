@@ -447,9 +447,15 @@ def route(job: Job, bank: ExpertBank, matrix: ScoreMatrix) -> dict:
 
 def router_trainer(job: Job, epochs: int) -> L.Trainer:
     """The run's trainer for a router's head: `routing.trainer` keys replaced, the
-    router's own number of epochs."""
+    router's own number of epochs; Lightning's bar only on a terminal (a head trains in
+    seconds: no log lines)."""
+    settings = {**job.cfg.trainer, **job.cfg.routing.trainer}
     return instantiate(
-        job.cfg.trainer, **job.cfg.routing.trainer, max_epochs=epochs, logger=job.loggers or False
+        job.cfg.trainer,
+        **job.cfg.routing.trainer,
+        max_epochs=epochs,
+        logger=job.loggers or False,
+        enable_progress_bar=settings.get("enable_progress_bar", True) and progress.is_terminal(),
     )
 
 
