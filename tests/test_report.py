@@ -403,3 +403,16 @@ def test_a_sweep_without_results_exits_2(tmp_path: Path, capsys: pytest.CaptureF
         main([str(tmp_path)])
     assert exit_.value.code == 2
     assert "no results.json under" in capsys.readouterr().err
+
+
+def test_a_truncated_results_file_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "0_a").mkdir()
+    (tmp_path / "0_a" / "results.json").write_text('{"metrics": {"fine_tuned/legal/ndcg@10": 3')
+    with pytest.raises(SystemExit) as info:
+        main([str(tmp_path), "--no-plots"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / '0_a' / 'results.json'}: not a complete results")
+    assert err.count("\n") == 1

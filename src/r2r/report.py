@@ -58,6 +58,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 
 from r2r import plots
+from r2r.data.errors import DataError
 from r2r.files import write_text_atomic
 from r2r.metrics import metric_names
 from r2r.routing.evaluation import BASE, TABLE2_METRICS
@@ -187,10 +188,13 @@ def settings_of(results: Sequence[Mapping], sources: Sequence[Path]) -> list[dic
 
 def load(path: Path) -> dict:
     """A results.json, with the fields the report reads."""
-    results = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"not a complete results file ({err})", file=path) from None
     for field in ("metrics", "config"):
         if not isinstance(results.get(field), dict):
-            raise ValueError(f"{path}: no `{field}` object")
+            raise DataError(f"no `{field}` object", file=path, field=field)
     return results
 
 
@@ -510,6 +514,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = read_runs(args.sweep)
     except FileNotFoundError as error:
         parser.exit(2, f"error: {error} ({len(failures)} failed jobs)\n")
+    except DataError as error:
+        parser.exit(2, f"error: {error}\n")
     names, rows = table1(runs)
     routed_names, found = routed(runs)
     out = args.out or args.sweep
