@@ -71,8 +71,13 @@ def test_outputs_written(finished) -> None:
     assert saved["config"]["domain"]["names"] == ["legal", "medical", "finance"]
     table = (out / "results.md").read_text().splitlines()
     assert table[0].startswith("| stage | domain | ndcg@5 | ndcg@10 |")
-    assert len(table) == 2 + 6 * 4  # header + (3 stages x 2 splits x 4 domain rows)
-    assert table[-1].startswith("| fine_tuned:test_seen | all |")
+    assert len(table) == 2 + 6 * 4 + 2  # header + (3 stages x 2 splits x 4 domain rows)
+    assert table[-3].startswith("| fine_tuned:test_seen | all |")
+    # The pooled row says what it pools (a domain without test queries fails the run).
+    assert table[-2:] == [
+        "",
+        "`all` pools the test queries of legal (6), medical (6), finance (6).",
+    ]
     for domain in ("legal", "medical", "finance"):
         files = sorted(p.name for p in (out / "experts" / domain).iterdir())
         assert files == [MARKER, "adapter_config.json", "adapter_model.safetensors"]

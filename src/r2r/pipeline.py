@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -481,6 +482,11 @@ def write_outputs(
     and the final metrics to the loggers."""
     rows = ["bm25", "zero_shot", *stages(job.cfg)]
     table = results_table(metrics, [row_key(r, sp) for sp in splits for r in rows])
+    counts = Counter(c.domain for c in job.data.candidate_lists("test"))
+    table += "\n`all` pools the test queries of " + ", ".join(
+        f"{d} ({counts[d]})" for d in job.domains
+    )
+    table += ".\n"
     # Rows whose scores are one value per list on a domain (collapsed training): flagged.
     flat = sorted(f"{key}/{d}" for key, items in scored.items() for d in collapsed(items))
     if flat:
