@@ -99,11 +99,13 @@ def test_a_teacher_must_cover_every_domain_and_query(tmp_path: Path) -> None:
         ("q a 1.0\nq a 2.0\n", r"teacher.txt:2: query 'q' scores document 'a' twice"),
         ("q a nan\n", r"teacher.txt:1: score 'nan' is not finite"),
         ("\n", r"teacher.txt: the run file holds no scores"),
+        ("", r"teacher.txt: empty file"),
+        ("q a 1.0\nq b \udcff\n", r"teacher.txt:2: not UTF-8 \(byte 0xff at column 5\)"),
     ],
 )
 def test_bad_run_files_name_file_and_line(tmp_path: Path, text: str, error: str) -> None:
     path = tmp_path / "teacher.txt"
-    path.write_text(text)
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
     with pytest.raises(DataError, match=error):
         read_run(path)
 

@@ -96,6 +96,11 @@ def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
         ([], GOOD_QUERIES, {}, "corpus.jsonl", None, None, "no document (only blank lines)"),
         (GOOD_CORPUS, GOOD_QUERIES, {"test": "qid\tdocid\tscore\nq1\td1\t1\n"}, "test.tsv", 1, "score", "the header line is 'query-id\\tcorpus-id\\tscore'"),
         (GOOD_CORPUS, GOOD_QUERIES, {"test": "q1\td1\t1\nq1\td1\t0\n"}, "test.tsv", 2, "corpus-id", "a second judgment of ('q1', 'd1')"),
+        # Found by tests/test_properties.py (each crashed with another error before):
+        (['{"_id": 1' + "0" * 5000 + "}"], GOOD_QUERIES, {}, "corpus.jsonl", 1, None, "malformed JSON (Exceeds the limit (4300 digits)"),
+        (GOOD_CORPUS, ['{"_id": ' + "[" * 5000 + "]" * 5000 + "}"], {}, "queries.jsonl", 1, None, "malformed JSON (nested too deeply)"),
+        ([*GOOD_CORPUS, '{"_id": "d3", "text": ' + "[" * 600 + "]" * 600 + "}"], GOOD_QUERIES, {}, "corpus.jsonl", 3, "text", "expected a string, got list"),
+        (GOOD_CORPUS, ['{"_id": "q1", "text": "x", "\\udc00": 1}'], {}, "queries.jsonl", 1, None, "a field name holds a lone surrogate"),
     ],
 )  # fmt: skip
 def test_bad_input_names_file_line_field(

@@ -111,3 +111,60 @@ def test_settings_are_validated() -> None:
         settings(group_size=1)
     with pytest.raises(ValueError, match="hard_negatives"):
         settings(group_size=4, hard_negatives=4)
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "r2r.data.mining"]
+
+
+def mine(miner: BM25Miner, kind: str) -> list:
+    if kind == "candidates":
+        return miner.candidate_lists(dataset(), "test")
+    return miner.training_groups(dataset())
+
+
+@pytest.mark.parametrize("kind", ["candidates", "groups"])
+@pytest.mark.parametrize(
+    ("corrupt", "reason"),
+    [
+        (lambda b: b[: len(b) // 2], "(JSONDecodeError: "),  # a write cut short
+        (lambda b: b"", "(JSONDecodeError: Expecting value: line 1 column 1 (char 0));"),
+        (lambda b: b"\xff" + b, "(UnicodeDecodeError: "),
+        (lambda b: b"[]" if b.startswith(b"{") else b"{}", "(expected "),  # wrong structure
+    ],
+)
+def test_corrupt_cache_is_recomputed_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str, corrupt, reason: str
+) -> None:
+    mining = settings(top_k=3, group_size=4, hard_negatives=2, hard_depth=3)
+    fresh = mine(BM25Miner(mining), kind)
+    assert mine(BM25Miner(mining, cache_dir=tmp_path), kind) == fresh
+    (path,) = tmp_path.iterdir()
+    written = path.read_bytes()
+    path.write_bytes(corrupt(written))
+
+    with caplog.at_level("WARNING", logger="r2r.data.mining"):
+        again = mine(BM25Miner(mining, cache_dir=tmp_path), kind)
+    assert again == fresh
+    (message,) = warnings(caplog)
+    assert message.startswith(f"{path}: unreadable cache file {reason}")
+    assert message.endswith("; recomputing")
+    assert path.read_bytes() == written  # overwritten with the recomputed entry
+    caplog.clear()
+    assert mine(BM25Miner(mining, cache_dir=tmp_path), kind) == fresh
+    assert warnings(caplog) == []
+
+
+def test_cache_naming_unknown_documents_is_recomputed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    miner = BM25Miner(settings(top_k=2), cache_dir=tmp_path)
+    fresh = miner.candidate_lists(dataset(), "test")
+    (path,) = tmp_path.iterdir()
+    path.write_text('{"q3": [["a", 1.5], ["zz", 0.5]]}', encoding="utf-8")
+    with caplog.at_level("WARNING", logger="r2r.data.mining"):
+        assert miner.candidate_lists(dataset(), "test") == fresh
+    assert warnings(caplog) == [
+        f"{path}: unreadable cache file (query 'q3': expected [document id, score] rows); "
+        "recomputing"
+    ]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import safetensors.torch
 import torch
 from peft import PeftModel
 from torch import nn
@@ -209,6 +210,54 @@ def test_feature_cache_computes_once_and_reads_back(tmp_path: Path, backbone: Ba
     cache.get(Counting(LatentFeaturizer.from_backbone(backbone, layer=1)), QUERIES)
     assert featurizer.calls == 3
     assert len(list((tmp_path / "features").iterdir())) == 4
+
+
+ROWS = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "reason"),
+    [
+        # A write cut short, an empty file, random bytes: safetensors cannot parse them.
+        (lambda b: b[: len(b) // 2], "(SafetensorError: Error while deserializing header: "),
+        (lambda b: b"", "(SafetensorError: Error while deserializing header: header too small)"),
+        (lambda b: b"\x07" * 64, "(SafetensorError: Error while deserializing header: "),
+        # Readable, but not what this featurizer and these texts produce.
+        (
+            lambda b: save_bytes({"features": ROWS[:2]}),
+            "(features torch.float32 (2, 4), expected torch.float32 (3, 4))",
+        ),
+        (
+            lambda b: save_bytes({"features": ROWS.double()}),
+            "(features torch.float64 (3, 4), expected torch.float32 (3, 4))",
+        ),
+        (lambda b: save_bytes({"other": ROWS}), "(no 'features' tensor)"),
+    ],
+)
+def test_corrupt_feature_cache_is_recomputed_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, corrupt, reason: str
+) -> None:
+    texts = ["a", "b", "c"]
+    featurizer = Table(texts, ROWS)
+    cache = FeatureCache(tmp_path)
+    assert torch.equal(cache.get(featurizer, texts), ROWS)
+    path = cache.path(featurizer, texts)
+    written = path.read_bytes()
+    path.write_bytes(corrupt(written))
+
+    with caplog.at_level("WARNING", logger="r2r.routing.features"):
+        assert torch.equal(cache.get(featurizer, texts), ROWS)
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "r2r.routing.features"]
+    assert message.startswith(f"{path}: unreadable cache file {reason}")
+    assert message.endswith("; recomputing")
+    assert path.read_bytes() == written  # replaced by the recomputed features
+    caplog.clear()
+    assert torch.equal(cache.get(featurizer, texts), ROWS)
+    assert [r for r in caplog.records if r.name == "r2r.routing.features"] == []
+
+
+def save_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    return safetensors.torch.save(tensors)
 
 
 # ----------------------------------------------------------------------------- heads

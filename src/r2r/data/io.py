@@ -52,9 +52,15 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             obj = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise DataError(f"malformed JSON ({exc.msg})", file=path, line=lineno) from None
+        except ValueError as exc:  # an integer of more than 4300 digits (CPython's limit)
+            raise DataError(f"malformed JSON ({exc})", file=path, line=lineno) from None
+        except RecursionError:
+            raise DataError("malformed JSON (nested too deeply)", file=path, line=lineno) from None
         if not isinstance(obj, dict):
             raise DataError("each line must be a JSON object", file=path, line=lineno)
         for field, value in obj.items():
+            if not encodable(field):
+                raise DataError("a field name holds a lone surrogate", file=path, line=lineno)
             if not encodable(value):
                 raise DataError(
                     "holds a lone surrogate (not text)", file=path, line=lineno, field=field
@@ -63,18 +69,22 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def encodable(value: Any) -> bool:
-    """Whether every string in a JSON value is real text (JSON's "\\ud800" escapes can
-    spell lone surrogates, which no tokenizer or UTF-8 writer accepts)."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
-    if isinstance(value, list):
-        return all(encodable(v) for v in value)
-    if isinstance(value, dict):
-        return all(encodable(v) for v in value.values())
+    """Whether every string in a JSON value, keys included, is real text (JSON's "\\ud800"
+    escapes can spell lone surrogates, which no tokenizer or UTF-8 writer accepts). A loop,
+    not recursion: json.loads accepts nesting nearly as deep as Python's stack."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
     return True
 
 
@@ -266,35 +276,32 @@ def read_run(path: str | Path, *, domain: str | None = None) -> dict[str, dict[s
     if not path.is_file():
         raise DataError("no such run file", file=path)
     run: dict[str, dict[str, float]] = {}
-    with path.open(encoding="utf-8") as fh:
-        for line, text in enumerate(fh, start=1):
-            cells = text.split()
-            if not cells:
-                continue
-            if len(cells) == 6:
-                qid, doc, score = cells[0], cells[2], cells[4]
-            elif len(cells) == 3:
-                qid, doc, score = cells
-            else:
-                raise DataError(
-                    f"expected 6 columns (qid Q0 doc rank score tag) or 3 (qid doc score), "
-                    f"got {len(cells)}",
-                    file=path,
-                    line=line,
-                )
-            if domain is not None:
-                qid = qid.removeprefix(f"{domain}/")
-            try:
-                value = float(score)
-            except ValueError:
-                raise DataError(f"score {score!r} is not a number", file=path, line=line) from None
-            if value != value or value in (float("inf"), float("-inf")):
-                raise DataError(f"score {score!r} is not finite", file=path, line=line)
-            if doc in run.setdefault(qid, {}):
-                raise DataError(
-                    f"query {qid!r} scores document {doc!r} twice", file=path, line=line
-                )
-            run[qid][doc] = value
+    for line, text in read_lines(path):
+        cells = text.split()
+        if not cells:
+            continue
+        if len(cells) == 6:
+            qid, doc, score = cells[0], cells[2], cells[4]
+        elif len(cells) == 3:
+            qid, doc, score = cells
+        else:
+            raise DataError(
+                f"expected 6 columns (qid Q0 doc rank score tag) or 3 (qid doc score), "
+                f"got {len(cells)}",
+                file=path,
+                line=line,
+            )
+        if domain is not None:
+            qid = qid.removeprefix(f"{domain}/")
+        try:
+            value = float(score)
+        except ValueError:
+            raise DataError(f"score {score!r} is not a number", file=path, line=line) from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise DataError(f"score {score!r} is not finite", file=path, line=line)
+        if doc in run.setdefault(qid, {}):
+            raise DataError(f"query {qid!r} scores document {doc!r} twice", file=path, line=line)
+        run[qid][doc] = value
     if not run:
         raise DataError("the run file holds no scores", file=path)
     return run

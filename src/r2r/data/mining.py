@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import bm25s
 import numpy as np
@@ -19,6 +22,8 @@ import numpy as np
 from r2r.files import write_json_atomic
 from r2r.progress import Reporter
 from r2r.types import CandidateList, RankingGroup, RetrievalDataset, Split
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,7 +83,12 @@ class BM25Miner:
         """BM25 top-k for each judged query of `split` (with its scores), in query-id order."""
         s = self.settings
         key = ("candidates", split, s.top_k, s.include_positives, s.stopwords)
-        cached = self._cached(dataset, key, lambda: self._mine_candidates(dataset, split))
+        cached = self._cached(
+            dataset,
+            key,
+            lambda: self._mine_candidates(dataset, split),
+            lambda value: candidates_problem(value, dataset, split),
+        )
         judged = dataset.qrels.get(split, {})
         return [
             CandidateList(
@@ -96,7 +106,12 @@ class BM25Miner:
     ) -> list[RankingGroup]:
         """One group per (query, positive): the positive first, then hard and random negatives."""
         key = ("groups", split, *astuple_without(self.settings, "top_k", "include_positives"))
-        cached = self._cached(dataset, key, lambda: self._mine_groups(dataset, split))
+        cached = self._cached(
+            dataset,
+            key,
+            lambda: self._mine_groups(dataset, split),
+            lambda value: groups_problem(value, dataset, split, self.settings.group_size),
+        )
         return [
             RankingGroup(
                 domain=dataset.domain,
@@ -180,16 +195,70 @@ class BM25Miner:
         return groups
 
     # -------------------------------------------------------------- cache
-    def _cached(self, dataset: RetrievalDataset, key: tuple, compute):
+    def _cached(
+        self,
+        dataset: RetrievalDataset,
+        key: tuple,
+        compute: Callable[[], Any],
+        problem: Callable[[Any], str | None],
+    ) -> Any:
+        """`compute()`, or its earlier result from the cache. A cache file that cannot be
+        read or does not hold what `compute` returns (a run killed mid-write by an older
+        r2r, a full disk, a hand edit) is a miss: recomputed, with a warning naming it."""
         if self.cache_dir is None:
             return compute()
         name = hashlib.sha256(json.dumps([dataset_fingerprint(dataset), *key]).encode()).hexdigest()
         path = self.cache_dir / f"{dataset.name}-{key[0]}-{key[1]}-{name[:16]}.json"
         if path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))
+            try:
+                value = json.loads(path.read_text(encoding="utf-8"))
+                reason = problem(value)
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            if reason is None:
+                return value
+            log.warning("%s: unreadable cache file (%s); recomputing", path, reason)
         value = compute()
         write_json_atomic(path, value)
         return value
+
+
+def candidates_problem(value: Any, dataset: RetrievalDataset, split: Split) -> str | None:
+    """What is wrong with a cached `_mine_candidates` result; None if nothing."""
+    qids = [q.id for q in dataset.split_queries(split)]
+    if not isinstance(value, dict) or sorted(value) != sorted(qids):
+        return f"expected the candidates of the {len(qids)} {split} queries"
+    for qid, ranked in value.items():
+        if not isinstance(ranked, list) or not all(
+            isinstance(row, list)
+            and len(row) == 2
+            and isinstance(row[0], str)
+            and row[0] in dataset.corpus
+            and isinstance(row[1], (int, float))
+            for row in ranked
+        ):
+            return f"query {qid!r}: expected [document id, score] rows"
+    return None
+
+
+def groups_problem(
+    value: Any, dataset: RetrievalDataset, split: Split, group_size: int
+) -> str | None:
+    """What is wrong with a cached `_mine_groups` result; None if nothing."""
+    n_groups = sum(len(dataset.positives(split, q.id)) for q in dataset.split_queries(split))
+    if not isinstance(value, list) or len(value) != n_groups:
+        return f"expected {n_groups} {split} groups"
+    for i, row in enumerate(value):
+        passages = row.get("passages") if isinstance(row, dict) else None
+        if (
+            not isinstance(row, dict)
+            or row.get("query") not in dataset.queries
+            or not isinstance(passages, list)
+            or len(passages) != group_size
+            or not all(isinstance(d, str) and d in dataset.corpus for d in passages)
+        ):
+            return f"group {i}: expected a query id and {group_size} document ids"
+    return None
 
 
 def astuple_without(settings: MiningSettings, *names: str) -> tuple:

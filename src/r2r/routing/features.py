@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import string
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from peft import PeftModel
 from peft.tuners.tuners_utils import BaseTunerLayer
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -28,6 +30,8 @@ from r2r.routing.base import Featurizer
 
 if TYPE_CHECKING:
     from r2r.models.backbones import Backbone
+
+log = logging.getLogger(__name__)
 
 Pooling = Literal["last", "mean"]
 POOLINGS: tuple[Pooling, ...] = ("last", "mean")
@@ -275,16 +279,30 @@ class FeatureCache:
         return self.folder / f"{digest[:32]}.safetensors"
 
     def get(self, featurizer: Featurizer, texts: Sequence[str]) -> torch.Tensor:
-        """(N, dim) float32 features of `texts`, read from disk or computed and stored."""
+        """(N, dim) float32 features of `texts`, read from disk or computed and stored.
+
+        A file that cannot be read or holds features of another shape or dtype (a run
+        killed mid-write by an older r2r, a full disk) is recomputed and replaced, with a
+        warning naming it.
+        """
         path = self.path(featurizer, texts)
         if path.is_file():
-            features = load_file(path)["features"]
-            if features.shape != (len(texts), featurizer.dim):
-                raise ValueError(
-                    f"{path}: cached features {tuple(features.shape)}, expected "
-                    f"{(len(texts), featurizer.dim)}; the file is corrupt, delete it"
-                )
-            return features
+            expected = (len(texts), featurizer.dim)
+            try:
+                features = load_file(path).get("features")
+            except (OSError, SafetensorError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            else:
+                if features is None:
+                    reason = "no 'features' tensor"
+                elif features.dtype != torch.float32 or tuple(features.shape) != expected:
+                    reason = (
+                        f"features {features.dtype} {tuple(features.shape)}, expected "
+                        f"torch.float32 {expected}"
+                    )
+                else:
+                    return features
+            log.warning("%s: unreadable cache file (%s); recomputing", path, reason)
         features = featurizer(texts).float().contiguous()
         with atomic_path(path) as tmp:
             save_file({"features": features}, str(tmp), metadata={"key": featurizer.key})
