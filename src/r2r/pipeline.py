@@ -28,10 +28,10 @@ from omegaconf.errors import InterpolationResolutionError
 from r2r import progress, tracking
 from r2r.curriculum import JOINT, Stage, in_order
 from r2r.data.datamodule import MASKED, RerankDataModule
-from r2r.data.errors import DataError
 from r2r.data.masking.strategies import Masker
 from r2r.data.mining import BM25Miner
 from r2r.devices import resolve_device, world
+from r2r.errors import DataError
 from r2r.evaluation import (
     collapsed,
     evaluate,

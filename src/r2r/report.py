@@ -58,7 +58,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 
 from r2r import plots
-from r2r.data.errors import DataError
+from r2r.errors import DataError
 from r2r.files import write_text_atomic
 from r2r.metrics import metric_names
 from r2r.routing.evaluation import BASE, TABLE2_METRICS

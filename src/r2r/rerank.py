@@ -21,9 +21,9 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from r2r.data.errors import DataError
 from r2r.data.io import read_jsonl
 from r2r.devices import resolve_device
+from r2r.errors import DataError
 from r2r.files import OutputError, atomic_path, check_target
 from r2r.routing.system import Document, RerankResult, RoutedReranker
 from r2r.types import Passage

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from r2r.data.errors import DataError
+from r2r.errors import DataError
 from r2r.files import atomic_path, write_json_atomic
 from r2r.metrics import rank
 from r2r.models import backbones
