@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,8 +77,11 @@ def _request(row: dict, path: Path, line_no: int, *, default_id: str) -> Request
         if isinstance(doc, str) and doc.strip():
             documents.append(doc)
         elif isinstance(doc, dict) and isinstance(doc.get("text"), str) and doc["text"].strip():
+            title = doc.get("title") or ""
+            if not isinstance(title, str):
+                raise bad("must be a string", f"{field}.title")
             documents.append(
-                Passage(str(doc.get("id", k)), doc["text"], str(doc.get("title") or ""))
+                Passage(ident(doc.get("id"), str(k), bad, f"{field}.id"), doc["text"], title)
             )
         else:
             raise bad('must be a non-empty string or {"text": ...}', field)
@@ -88,7 +91,20 @@ def _request(row: dict, path: Path, line_no: int, *, default_id: str) -> Request
     domain = row.get("domain")
     if domain is not None and not isinstance(domain, str):
         raise bad("must be a string", "domain")
-    return Request(str(row.get("id", default_id)), query, tuple(documents), domain, line_no)
+    return Request(
+        ident(row.get("id"), default_id, bad, "id"), query, tuple(documents), domain, line_no
+    )
+
+
+def ident(value: object, default: str, bad: Callable[[str, str], DataError], field: str) -> str:
+    """An id as given (a string, or an integer written as one), or `default` when absent."""
+    if value is None:
+        return default
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise bad("must be a non-empty string or an integer", field)
 
 
 def result_row(request: Request, result: RerankResult) -> dict:

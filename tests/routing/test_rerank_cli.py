@@ -80,6 +80,14 @@ def test_cli_writes_the_systems_rankings_in_input_order(system_dir: Path, tmp_pa
         ([{"query": "", "documents": ["d"]}], ":1 field 'query'"),
         ([{"query": "q", "documents": []}], ":1 field 'documents'"),
         ([{"query": "q", "documents": ["d", {"title": "no text"}]}], ":1 field 'documents[1]'"),
+        # Ids are strings or integers, never coerced from other JSON types:
+        ([{"id": ["a"], "query": "q", "documents": ["d"]}], ":1 field 'id'"),
+        ([{"id": False, "query": "q", "documents": ["d"]}], ":1 field 'id'"),
+        ([{"query": "q", "documents": [{"id": 1.5, "text": "a"}]}], ":1 field 'documents[0].id'"),
+        (
+            [{"query": "q", "documents": [{"text": "a", "title": 7}]}],
+            ":1 field 'documents[0].title'",
+        ),
         (
             [{"query": "q", "documents": [{"id": "1", "text": "a"}, {"id": "1", "text": "b"}]}],
             ":1 field 'documents'",
