@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -99,7 +98,11 @@ class PeriodicCheckpoint(L.Callback):
         self.path.unlink(missing_ok=True)
         self.path.with_name(f".{self.path.name}.partial").unlink(missing_ok=True)
         for parent in self.path.parents:
-            if not parent.is_relative_to(self.folder) or not parent.is_dir() or any(parent.iterdir()):
+            if (
+                not parent.is_relative_to(self.folder)
+                or not parent.is_dir()
+                or any(parent.iterdir())
+            ):
                 break
             parent.rmdir()
 
@@ -145,8 +148,10 @@ class PeriodicCheckpoint(L.Callback):
             self._save(trainer)
 
     def _due(self, trainer: L.Trainer) -> bool:
+        # Not at the last step: the pipeline saves the adapter right after it.
         step = trainer.global_step
-        return bool(self.every_n_steps) and step % self.every_n_steps == 0 and step > 0
+        every = self.every_n_steps
+        return bool(every) and step % every == 0 and 0 < step < trainer.max_steps
 
     def _save(self, trainer: L.Trainer) -> None:
         if self._saved_step == trainer.global_step:
