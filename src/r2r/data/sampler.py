@@ -68,11 +68,13 @@ class DomainBatchSampler(Sampler[list[int]]):
         return [b for b in batches if len(b) >= world]
 
     def __iter__(self) -> Iterator[list[int]]:
+        # A generator: nothing moves on until the first batch is drawn. A DataLoader with
+        # workers calls iter() twice per pass and draws from the second iterator only.
         rank, world = self._ranks()
-        batches = [b[rank::world] for b in self._batches(self.epoch, world)]
-        start, self.start = self.start, 0
-        self.epoch += 1
-        return iter(batches[start:])
+        epoch, start = self.epoch, self.start
+        self.epoch, self.start = epoch + 1, 0
+        for batch in self._batches(epoch, world)[start:]:
+            yield batch[rank::world]
 
     def __len__(self) -> int:
         return len(self._batches(self.epoch, self._ranks()[1]))
