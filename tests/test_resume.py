@@ -73,8 +73,14 @@ def test_an_interrupted_adapter_resumes_to_the_uninterrupted_weights(
         train(out, cache, best, "checkpoint.every_n_steps=3")
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["global_step"] == 3
-    # The adapter, never the frozen base.
+    # The adapter, never the frozen base; optimizer, scheduler, the best dev step's weights,
+    # the data position (4 batches an epoch) and the RNG states.
     assert saved["state_dict"] and all(".lora_" in k for k in saved["state_dict"])
+    assert saved["optimizer_states"][0]["state"][0]["step"] == 3
+    assert saved["lr_schedulers"][0]["last_epoch"] == 3
+    assert saved["callbacks"]["BestAdapter"]["best_step"] == 3
+    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 0, "start": 3}]
+    assert set(saved["callbacks"]["PeriodicCheckpoint"]["rng"]) >= {"torch", "numpy", "python"}
 
     stop_at(monkeypatch, 5)
     with pytest.raises(Interrupted):
