@@ -32,6 +32,7 @@ FEEDS: dict[str, tuple[str, ...]] = {
     "datamodule": ("r2r.data.datamodule.RerankDataModule",),
     "lora": ("r2r.models.experts.add_lora", "r2r.models.experts.start_expert"),
     "best_adapter": ("r2r.lit_reranker.BestAdapter",),
+    "checkpoint": ("r2r.checkpoints.PeriodicCheckpoint",),
     "progress": ("r2r.progress.configure",),
     "routing": ("r2r.routing.system.RoutedReranker",),
     "routing.trainer": ("lightning.Trainer",),

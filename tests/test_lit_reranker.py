@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from r2r.data.collate import ExampleCollator, PairCollator, eval_pairs
-from r2r.data.sampler import DomainBatchSampler
+from r2r.data.sampler import DomainBatchSampler, ResumableLoader
 from r2r.lit_reranker import BestAdapter, RerankerModule
 from r2r.losses import bce, infonce, ranknet
 from r2r.models.backbones import load_tiny
@@ -53,6 +53,36 @@ def test_domain_batch_sampler_shards_each_global_batch_across_ranks() -> None:
     assert [sorted(a + b) for a, b in zip(*ranks, strict=True)] == [sorted(b) for b in kept]
     assert all(len(a) == len(b) == 2 for a, b in zip(*ranks, strict=True))
     assert single == list(DomainBatchSampler(domains, 4, seed=3, rank=0, world_size=1))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_training_loader_resumes_after_the_last_batch_it_handed_out(workers: int) -> None:
+    """A loader's state, taken after 3 batches, starts a new loader at the 4th batch of the
+    same pass, then goes on with the next pass; a finished pass's state starts the next one.
+    Worker processes draw ahead from the sampler: the state counts what training got."""
+    domains = ["legal"] * 5 + ["medical"] * 3 + ["finance"] * 4
+
+    def loader() -> ResumableLoader:
+        sampler = DomainBatchSampler(domains, batch_size=2, seed=7)
+        return ResumableLoader(range(12), batch_sampler=sampler, num_workers=workers)
+
+    whole = loader()
+    first, second = [b.tolist() for b in whole], [b.tolist() for b in whole]
+    epochs = DomainBatchSampler(domains, batch_size=2, seed=7)
+    assert (first, second) == (list(epochs), list(epochs))  # a pass is one epoch
+    stopped = loader()
+    batches = iter(stopped)
+    taken = [next(batches).tolist() for _ in range(3)]
+    assert stopped.state_dict() == {"epoch": 0, "start": 3}
+    resumed = loader()
+    resumed.load_state_dict(stopped.state_dict())
+    assert taken + [b.tolist() for b in resumed] == first
+    assert [b.tolist() for b in resumed] == second
+
+    assert whole.state_dict() == {"epoch": 1, "start": 7}  # the second pass, all 7 batches
+    after = loader()
+    after.load_state_dict(whole.state_dict())
+    assert after.batch_sampler.state_dict() == {"epoch": 2, "start": 0}
 
 
 def make_group(q: str, docs: list[str], labels: list[float] | None = None) -> TrainingExample:

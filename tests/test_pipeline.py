@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from peft import PeftModel
 
+from r2r.checkpoints import RECORD
 from r2r.data.errors import DataError
 from r2r.data.mining import BM25Miner
 from r2r.evaluation import evaluate
@@ -80,7 +81,7 @@ def test_outputs_written(finished) -> None:
     ]
     for domain in ("legal", "medical", "finance"):
         files = sorted(p.name for p in (out / "experts" / domain).iterdir())
-        assert files == [MARKER, "adapter_config.json", "adapter_model.safetensors"]
+        assert files == [MARKER, "adapter_config.json", "adapter_model.safetensors", RECORD]
     assert sorted(p.name for p in (out / "runs").iterdir()) == [
         "bm25.test_seen.trec",
         "bm25.trec",

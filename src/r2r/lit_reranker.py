@@ -41,6 +41,8 @@ class RerankerModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.log_prefix = log_prefix
         self._scores: list[tuple[PairRef, float]] = []
+        # Checkpoints hold the trainable weights only (`on_load_checkpoint` checks them).
+        self.strict_loading = False
 
     def transfer_batch_to_device(
         self, batch: dict[str, Any], device: torch.device, idx: int
@@ -63,6 +65,26 @@ class RerankerModule(L.LightningModule):
             raise NonFiniteLoss(loss.item(), self.global_step)
         self.log(f"{self.log_prefix}train/loss", loss, prog_bar=True, batch_size=scores.shape[0])
         return loss
+
+    # ------------------------------------------------------------------ checkpoints
+    def trainable(self) -> set[str]:
+        return {name for name, p in self.named_parameters() if p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The adapter only: the frozen base is the backbone's, which every run loads anew.
+        trainable = self.trainable()
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if k in trainable
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved, trainable = set(checkpoint["state_dict"]), self.trainable()
+        if saved != trainable:
+            raise ValueError(
+                f"the checkpoint holds other trainable weights than this adapter's: "
+                f"{len(saved - trainable)} unknown (e.g. {sorted(saved - trainable)[:2]}), "
+                f"{len(trainable - saved)} missing (e.g. {sorted(trainable - saved)[:2]})"
+            )
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -127,8 +149,10 @@ def collect_lists(scores: list[tuple[PairRef, float]]) -> list[ScoredList]:
 class BestAdapter(L.Callback):
     """Keeps the trainable (adapter) weights of the best validation score and restores them
     when fitting ends. Lightning's ModelCheckpoint would save the frozen base too; adapters
-    are small, so a copy in memory is enough and the pipeline saves it in peft's format.
-    `monitor` is the key as RerankerModule names it before its `log_prefix`."""
+    are small, so a copy in memory is enough and the pipeline saves it in peft's format; the
+    copy goes into r2r's periodic checkpoints (`state_dict`), so a resumed fit keeps the best
+    of the steps before the interruption too. `monitor` is the key as RerankerModule names
+    it before its `log_prefix`."""
 
     def __init__(self, monitor: str, mode: str) -> None:
         if mode not in ("max", "min"):
@@ -160,6 +184,13 @@ class BestAdapter(L.Callback):
                 for name, p in pl_module.named_parameters()
                 if p.requires_grad
             }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_step": self.best_step, "weights": self._state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best, self.best_step = state_dict["best"], state_dict["best_step"]
+        self._state = state_dict["weights"]
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._state is None:

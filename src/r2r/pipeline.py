@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from r2r import progress, tracking
+from r2r.checkpoints import RECORD, PeriodicCheckpoint, reusable
 from r2r.curriculum import JOINT, Stage, in_order
 from r2r.data.datamodule import MASKED, RerankDataModule
 from r2r.data.masking.strategies import Masker
@@ -45,7 +46,13 @@ from r2r.lit_progress import TrainingProgress
 from r2r.lit_reranker import BestAdapter, NonFiniteLoss, RerankerModule, val_check_batches
 from r2r.losses import check_loss
 from r2r.models.backbones import Backbone
-from r2r.models.experts import ExpertBank, load_adapter, save_adapter, start_expert
+from r2r.models.experts import (
+    ADAPTER_FILES,
+    ExpertBank,
+    load_adapter,
+    save_adapter,
+    start_expert,
+)
 from r2r.models.scorer import RerankerScorer
 from r2r.models.templates import PairEncoder
 from r2r.routing import build_router
@@ -288,9 +295,27 @@ def initial(adapters: Mapping[str, Path], unit: str) -> Path:
 
 
 def train_adapter(job: Job, name: str, stage: Stage, unit: str, init: Path | None) -> Path:
-    """Train one adapter of `stage` for `unit` and save it; the base is bare again after."""
+    """Train one adapter of `stage` for `unit` and save it; the base is bare again after.
+    A rerun into the same output directory reuses the adapter saved with this same config,
+    or resumes its training from the last checkpoint (`checkpoint.every_n_steps`)."""
     cfg = job.cfg
-    log.info("stage %s: training the %s adapter", name, unit)
+    record = adapter_record(cfg, name, stage, init)
+    root = Path(cfg.paths.output)  # rank 0's: under DDP every rank decides alike
+    if reusable(stage.path(root, unit), record):
+        log.info(
+            "stage %s: the %s adapter is already trained (%s), reused",
+            name,
+            unit,
+            stage.path(root, unit),
+        )
+        return stage.path(root, unit)
+    checkpoint = PeriodicCheckpoint(
+        root / "checkpoints", f"{name}/{unit}", record=record, **cfg.checkpoint
+    )
+    if (step := checkpoint.resumable_step()) is None:
+        log.info("stage %s: training the %s adapter", name, unit)
+    else:
+        log.info("stage %s: resuming the %s adapter from step %d", name, unit, step)
     domains = job.domains if unit == JOINT else [unit]
     datamodule = job.datamodule(domains, instantiate(cfg.masking) if stage.masked else None)
     reseed(cfg.seed, name, unit)
@@ -319,16 +344,60 @@ def train_adapter(job: Job, name: str, stage: Stage, unit: str, init: Path | Non
         callbacks=[
             BestAdapter(monitor=stage.monitor, mode=cfg.best_adapter.mode),
             TrainingProgress(f"{name} {unit}"),
+            checkpoint,  # last: it saves what BestAdapter chose at a validation
         ],
     )
     try:
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(
+            module, datamodule=datamodule, ckpt_path=None if step is None else checkpoint.path
+        )
     except Interrupted as stop:  # failed.json says where
         stop.where = f"stage {name}, the {unit} adapter, step {trainer.global_step}"
         raise
-    folder = save_adapter(model, stage.path(job.out, unit))
+    folder = save_adapter(model, stage.path(job.out, unit), records={RECORD: record})
     model.unload()  # back to the bare base for the next adapter
+    if trainer.is_global_zero:
+        checkpoint.remove()
     return folder
+
+
+def adapter_record(cfg: DictConfig, name: str, stage: Stage, init: Path | None) -> dict:
+    """What decides the weights of an adapter of stage `name`: its config keys and the
+    adapter it starts from (a digest of its files). A rerun reuses a saved adapter, or
+    resumes a checkpoint, only of the same record."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    keys = [*ADAPTER_KEYS, *(["masking"] if stage.masked else [])]
+    record = {key: config.get(key) for key in keys}
+    record["curriculum"] = {name: config["curriculum"][name]}
+    record["init"] = None if init is None else adapter_digest(init)
+    return record
+
+
+# The config keys an adapter's weights depend on (besides its stage and initial adapter).
+ADAPTER_KEYS = (
+    "seed",
+    "backbone",
+    "data",
+    "domain",
+    "mining",
+    "inputs",
+    "datamodule",
+    "training",
+    "loss",
+    "lora",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "best_adapter",
+)
+
+
+def adapter_digest(folder: Path) -> str:
+    """sha256 of an adapter's files (its config and weights)."""
+    digest = hashlib.sha256()
+    for file in ADAPTER_FILES:
+        digest.update((folder / file).read_bytes())
+    return digest.hexdigest()
 
 
 def reuse_adapter(job: Job, name: str, stage: Stage, unit: str, init: Path | None) -> Path:

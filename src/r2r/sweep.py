@@ -37,8 +37,8 @@ RESULTS = "results.json"
 ASSEMBLED = "assembled"
 FAILED = "failed.json"
 # Keys that may differ between two runs of one job: where it runs, how it is resumed and
-# how often it logs progress.
-IGNORED = ("paths", "skip_finished", "progress")
+# how often it logs progress or saves checkpoints.
+IGNORED = ("paths", "skip_finished", "progress", "checkpoint")
 
 
 class Interrupted(BaseException):

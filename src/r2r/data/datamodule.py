@@ -18,7 +18,7 @@ from r2r.data.collate import ExampleCollator, PairCollator, eval_pairs
 from r2r.data.examples import Training
 from r2r.data.masking.strategies import Masker, mask_groups, mask_lists
 from r2r.data.mining import BM25Miner
-from r2r.data.sampler import DomainBatchSampler
+from r2r.data.sampler import DomainBatchSampler, ResumableLoader
 from r2r.models.templates import PairEncoder
 from r2r.types import (
     CandidateList,
@@ -114,11 +114,14 @@ class RerankDataModule(L.LightningDataModule):
         sampler = DomainBatchSampler(
             [e.domain for e in examples], self.train_batch_size, seed=self.seed
         )
-        return DataLoader(
+        return ResumableLoader(
             examples,
             batch_sampler=sampler,
             collate_fn=ExampleCollator(self.encoder, grouped=self.training.mode != "pointwise"),
             num_workers=self.num_workers,
+            # Its own generator: starting a pass draws a seed from it, not from the global
+            # RNG, whose state a resumed fit restores from the checkpoint.
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     # ------------------------------------------------------------------ evaluation

@@ -57,11 +57,18 @@ def add_lora(
     return get_peft_model(model, config, adapter_name=adapter_name)
 
 
-def save_adapter(model: PeftModel, folder: str | Path, *, adapter_name: str = "default") -> Path:
-    """Write one adapter (config + weights, no base weights) to ``folder``, atomically.
+def save_adapter(
+    model: PeftModel,
+    folder: str | Path,
+    *,
+    adapter_name: str = "default",
+    records: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write one adapter (config + weights, no base weights) to ``folder``, atomically, with
+    `records` (file name -> JSON content) beside its files.
 
     Staged beside ``folder`` and moved into place whole (`atomic_path`), so a crash never
-    leaves a half-written expert where a loader would find it.
+    leaves a half-written expert where a loader would find it, nor one without its records.
     """
     folder = Path(folder)
     if adapter_name not in model.peft_config:
@@ -84,6 +91,8 @@ def save_adapter(model: PeftModel, folder: str | Path, *, adapter_name: str = "d
                 raise RuntimeError(f"peft did not write {name} for adapter {adapter_name!r}")
             (saved / name).rename(staged / name)
         _sort_target_modules(staged / "adapter_config.json")
+        for name, content in (records or {}).items():
+            (staged / name).write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
     return folder
 
 
