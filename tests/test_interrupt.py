@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 LONG = ["trainer.max_steps=100000", "trainer.limit_val_batches=0", "routing.enabled=false"]
@@ -51,27 +53,33 @@ def terminate_when_training(process: subprocess.Popen, timeout: float = 240) -> 
     return "".join(seen)
 
 
-def test_sigterm_during_training_exits_143_in_a_run_and_in_a_sweep(tmp_path: Path) -> None:
-    run = start(tmp_path / "run", "domain=legal", f"hydra.run.dir={tmp_path / 'run'}")
+WHERE = "interrupted by SIGTERM at stage fine_tuned, the legal adapter, step"
+
+
+def test_sigterm_during_training_ends_a_sweep_with_143_and_its_summary(tmp_path: Path) -> None:
     sweep = start(
         tmp_path / "sweep",
         "domain=legal,medical",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
         flags=("-m",),
     )
-    run_log, sweep_log = terminate_when_training(run), terminate_when_training(sweep)
-
-    assert run.returncode == 143, run_log[-3000:]
-    failure = json.loads((tmp_path / "run" / "failed.json").read_text())
-    where = "interrupted by SIGTERM at stage fine_tuned, the legal adapter, step"
-    assert re.fullmatch(f"Interrupted: {where} [0-9]+", failure["error"]), failure["error"]
-    assert not (tmp_path / "run" / "results.json").exists()
-
-    assert sweep.returncode == 143, sweep_log[-3000:]
+    log = terminate_when_training(sweep)
+    assert sweep.returncode == 143, log[-3000:]
     first, second = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
     assert first.startswith("0_") and second.startswith("1_")
-    assert "0 jobs finished, 1 failed, 1 did not finish" in sweep_log
-    assert re.search(f"the sweep was {where} [0-9]+; re-run the command", sweep_log)
+    assert "0 jobs finished, 1 failed, 1 did not finish" in log
+    assert re.search(f"the sweep was {WHERE} [0-9]+; re-run the command", log)
     failure = json.loads((tmp_path / "sweep" / first / "failed.json").read_text())
-    assert re.fullmatch(f"Interrupted: {where} [0-9]+", failure["error"]), failure["error"]
+    assert re.fullmatch(f"Interrupted: {WHERE} [0-9]+", failure["error"]), failure["error"]
+    # The second job did not start: Hydra's folder only.
     assert sorted(p.name for p in (tmp_path / "sweep" / second).iterdir()) == [".hydra", "run.log"]
+
+
+@pytest.mark.slow  # the same path as the sweep's, but for run.py's single-run exit
+def test_sigterm_during_training_ends_a_run_with_143(tmp_path: Path) -> None:
+    run = start(tmp_path / "run", "domain=legal", f"hydra.run.dir={tmp_path / 'run'}")
+    log = terminate_when_training(run)
+    assert run.returncode == 143, log[-3000:]
+    failure = json.loads((tmp_path / "run" / "failed.json").read_text())
+    assert re.fullmatch(f"Interrupted: {WHERE} [0-9]+", failure["error"]), failure["error"]
+    assert not (tmp_path / "run" / "results.json").exists()
