@@ -102,11 +102,17 @@ def test_cli_writes_the_systems_rankings_in_input_order(system_dir: Path, tmp_pa
         ),
     ],
 )
-def test_bad_input_names_line_and_field(tmp_path: Path, lines: list, where: str) -> None:
+def test_bad_input_names_line_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], lines: list, where: str
+) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", lines)
     with pytest.raises(DataError) as err:
         read_requests(source)
     assert f"{source}{where}" in str(err.value)
+    # The command line: that one error line, exit 2, no traceback and no output file.
+    assert main([str(tmp_path / "no_system"), str(source), str(tmp_path / "out.jsonl")]) == 2
+    assert capsys.readouterr().err == f"error: {err.value}\n"
+    assert not (tmp_path / "out.jsonl").exists()
 
 
 def test_bad_input_fails_before_loading_and_writes_nothing(
