@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
+import scipy.stats
 
 from r2r.report import main, parse_overrides, read_runs, settings_of, table1
 from r2r.sweep import job_record
@@ -416,3 +420,160 @@ def test_a_truncated_results_file_is_one_error_line(
     err = capsys.readouterr().err
     assert err.startswith(f"error: {tmp_path / '0_a' / 'results.json'}: not a complete results")
     assert err.count("\n") == 1
+
+
+# Per-query nDCG@10 of a query with one relevant document of two: 100 where it is ranked
+# first, 100 / log2(3) where second (as r2r.metrics computes it: dcg / idcg, idcg = 1).
+HIT, MISS = 100.0, 100.0 * (1 / math.log2(3))
+QUERIES = ("legal/q1", "legal/q2", "legal/q3", "medical/q1", "medical/q2")
+
+
+def write_trec(folder: Path, row: str, hits: set[str]) -> None:
+    """runs/<row>.trec and runs/qrels.test.trec: every query judges `a` relevant, `b` not;
+    a query in `hits` ranks `a` first."""
+    runs = folder / "runs"
+    runs.mkdir(exist_ok=True)
+    lines = [
+        f"{q} Q0 {doc} {rank} {3 - rank}.0 {row}"
+        for q in QUERIES
+        for rank, doc in enumerate(("a", "b") if q in hits else ("b", "a"), start=1)
+    ]
+    (runs / f"{row}.trec").write_text("\n".join(lines) + "\n")
+    (runs / "qrels.test.trec").write_text("".join(f"{q} 0 a 1\n{q} 0 b 0\n" for q in QUERIES))
+
+
+# curriculum -> per seed: Table 1's fine-tuned base (ndcg@10 is base + 10), the queries
+# its ranking gets right. PT gets legal/q3 right in every run.
+SEEDED = {
+    "direct": [
+        (30.0, {"legal/q1"}),
+        (33.0, {"legal/q1", "legal/q2"}),
+        (36.0, {"legal/q1", "medical/q1"}),
+    ],
+    "eag": [
+        (35.0, {"legal/q1", "legal/q2", "legal/q3"}),
+        (36.0, {"legal/q1", "legal/q2", "medical/q1"}),
+        (40.0, {"legal/q2", "legal/q3", "medical/q1", "medical/q2"}),
+    ],
+}
+PT_HITS = {"legal/q3"}
+
+
+def write_seeded_sweep(sweep: Path) -> None:
+    """`-m curriculum=direct,eag seed=0,1,2`: six runs with results.json and TREC runs."""
+    for i, (curriculum, seeds) in enumerate(SEEDED.items()):
+        for seed, (tuned, hits) in enumerate(seeds):
+            folder = sweep / f"{3 * i + seed}_curriculum={curriculum},seed={seed}"
+            record = job(f"curriculum={curriculum}", f"seed={seed}", curriculum=curriculum)
+            write_run(folder, {"bm25": 50.0, "zero_shot": 20.0, "fine_tuned": tuned}, record)
+            write_trec(folder, "fine_tuned", hits)
+            write_trec(folder, "zero_shot", PT_HITS)
+
+
+def half_width(values: Sequence[float]) -> float:
+    """The 95% Student-t interval's half-width: t(0.975, n - 1) * s / sqrt(n)."""
+    n = len(values)
+    return float(scipy.stats.t.ppf(0.975, n - 1)) * (statistics.stdev(values) / math.sqrt(n))
+
+
+def test_seeds_are_one_cell_with_a_95_percent_interval(tmp_path: Path) -> None:
+    """Three seeds per curriculum: one row per curriculum, `mean ± half-width` of the
+    t-interval over seeds; BM25 and PT (the same in every seed) are shared rows, ± 0.0."""
+    write_seeded_sweep(tmp_path)
+    md = table1_md(tmp_path)
+    assert md[0] == "| curriculum | split | domain | stage " + METRICS + " n_seeds |"
+    assert md[1] == "|---|---|---|---|" + "---:|" * 9
+    direct = half_width([30.0, 33.0, 36.0])  # the same for every metric: base + k
+    eag = half_width([35.0, 36.0, 40.0])
+    assert round(direct, 4) == 7.4524  # t(0.975, 2) = 4.3027, s = 3
+
+    def row(*text: str, mean: float, width: float) -> str:
+        cells = [f"{mean + k:.1f} ± {width:.1f}" for _ in range(4) for k in (5, 10)]
+        return "| " + " | ".join([*text, *cells, "3"]) + " |"
+
+    legal = [
+        row("*", "test", "legal", "BM25", mean=50.0, width=0.0),
+        row("*", "test", "legal", "PT", mean=20.0, width=0.0),
+        row("direct", "test", "legal", "fine-tuned", mean=33.0, width=direct),
+        row("eag", "test", "legal", "fine-tuned", mean=37.0, width=eag),
+    ]
+    assert md[2:] == [*legal, *[r.replace("| legal |", "| all |") for r in legal]]
+    with open(tmp_path / "table1.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    head = ["curriculum", "split", "domain", "stage", "ndcg@5", "ndcg@5 ci_low", "ndcg@5 ci_high"]
+    assert rows[0][:7] == head
+    assert rows[0][-4:] == ["precision@10 ci_low", "precision@10 ci_high", "n_seeds", "run"]
+    tuned = rows[3]
+    assert tuned[:4] == ["direct", "test", "legal", "fine-tuned"]
+    ndcg10 = [float(v) for v in tuned[7:10]]
+    assert ndcg10 == [43.0, 43.0 - direct, 43.0 + direct]
+    assert tuned[-2:] == ["3", str(tmp_path / "0_curriculum=direct,seed=0")]
+
+
+def test_paired_tests_over_queries_pool_the_seeds(tmp_path: Path) -> None:
+    """Fine-tuned vs PT per curriculum, EAG vs direct: a query's nDCG@10 is its mean over
+    the three seeds, then a paired randomisation test over the queries of each domain and
+    of all (exact: all sign flips of up to 13 queries)."""
+    write_seeded_sweep(tmp_path)
+    assert main([str(tmp_path), "--no-plots"]) == 0
+
+    def pooled(hits: Sequence[set[str]]) -> dict[str, float]:
+        return {q: statistics.fmean(HIT if q in h else MISS for h in hits) for q in QUERIES}
+
+    direct = pooled([h for _, h in SEEDED["direct"]])
+    eag = pooled([h for _, h in SEEDED["eag"]])
+    pt = pooled([PT_HITS] * 3)
+    # legal/q1: direct gets it right in every seed, EAG in two of three.
+    assert (direct["legal/q1"], eag["legal/q1"], pt["legal/q1"]) == (
+        HIT,
+        (2 * HIT + MISS) / 3,
+        MISS,
+    )
+
+    def expected(settings: str, comparison: str, a: dict, b: dict) -> list[list[str]]:
+        rows = []
+        for domain in ("legal", "medical", "all"):
+            qids = [q for q in QUERIES if domain == "all" or q.startswith(domain)]
+            x, y = [a[q] for q in qids], [b[q] for q in qids]
+            p = scipy.stats.permutation_test(
+                (np.array(x), np.array(y)),
+                lambda a, b, axis: np.mean(a - b, axis=axis),
+                permutation_type="samples",
+                rng=0,
+            ).pvalue
+            diff = statistics.fmean(u - v for u, v in zip(x, y, strict=True))
+            rows.append([settings, comparison, domain, str(len(qids)), str(diff), str(float(p))])
+        return rows
+
+    with open(tmp_path / "paired.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["curriculum", "comparison", "domain", "n queries", "Δ ndcg@10", "p-value"]
+    assert rows[1:] == [
+        *expected("direct", "fine-tuned vs PT", direct, pt),
+        *expected("eag", "fine-tuned vs PT", eag, pt),
+        *expected("*", "EAG vs direct", eag, direct),
+    ]
+    # Two cases by hand, all 2^n sign flips of the differences (d = HIT - MISS): direct vs
+    # PT on legal, (d, d/3, -d): 4 of 8 flips reach a sum >= d/3, 6 of 8 <= d/3, so
+    # p = 2 * min(4/8, 6/8) = 1; EAG vs direct on medical, (d/3, d/3): p = 2 * 1/4.
+    d = HIT - MISS
+    assert float(rows[1][4]) == pytest.approx(d / 9)
+    assert (float(rows[1][5]), rows[8][2], float(rows[8][5])) == (1.0, "medical", 0.5)
+    md = (tmp_path / "paired.md").read_text().splitlines()
+    assert md[0] == "| curriculum | comparison | domain | n queries | Δ ndcg@10 | p-value |"
+    assert md[2] == "| direct | fine-tuned vs PT | legal | 3 | +4.1 | 1 |"
+    assert "## Paired tests" in (tmp_path / "report.md").read_text()
+
+
+def test_a_bad_trec_line_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_seeded_sweep(tmp_path)
+    bad = tmp_path / "0_curriculum=direct,seed=0" / "runs" / "fine_tuned.trec"
+    bad.write_text("legal/q1 Q0 a first 1.0 x\n")
+    with pytest.raises(SystemExit) as info:
+        main([str(tmp_path), "--no-plots"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: {bad}:1: not a TREC line (qid _ doc integer ...): 'legal/q1 Q0 a first 1.0 x'\n"
+    )

@@ -49,18 +49,22 @@ import argparse
 import csv
 import io
 import json
+import math
+import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import scipy.stats
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 
 from r2r import plots
 from r2r.errors import DataError
 from r2r.files import write_text_atomic
-from r2r.metrics import metric_names
+from r2r.metrics import metric_names, query_metrics
 from r2r.routing.evaluation import BASE, TABLE2_METRICS
 from r2r.sweep import FAILED, IGNORED, RESULTS
 
@@ -192,9 +196,9 @@ def load(path: Path) -> dict:
         results = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DataError(f"not a complete results file ({err})", file=path) from None
-    for field in ("metrics", "config"):
-        if not isinstance(results.get(field), dict):
-            raise DataError(f"no `{field}` object", file=path, field=field)
+    for key in ("metrics", "config"):
+        if not isinstance(results.get(key), dict):
+            raise DataError(f"no `{key}` object", file=path, field=key)
     return results
 
 
@@ -241,8 +245,10 @@ class Row:
     split: str  # test, or a further evaluation split (synthetic: test_seen)
     domain: str
     stage: str
-    values: dict[str, float]
+    values: dict[str, float]  # over several seeds: the mean
     run: str  # the run it comes from (a shared BM25/PT row: the first by path)
+    ci: dict[str, float] = field(default_factory=dict)  # metric -> 95% half-width over seeds
+    n_seeds: int = 1
 
 
 def rows_of(run: Run, names: Sequence[str]) -> list[Row]:
@@ -256,21 +262,70 @@ def rows_of(run: Run, names: Sequence[str]) -> list[Row]:
     return [Row(settings, s, d, st, v, run.path) for (s, d, st), v in grouped.items()]
 
 
+def is_seed(name: str) -> bool:
+    """`seed`, and a config leaf that holds it (`mining.seed`) where runs lack a job record."""
+    return name == "seed" or name.endswith(".seed")
+
+
+def interval(values: Sequence[float]) -> tuple[float, float]:
+    """The mean and the half-width of its 95% Student-t interval (0.0 for one value)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, 0.0
+    spread = statistics.stdev(values) / math.sqrt(len(values))
+    return mean, float(scipy.stats.t.ppf(0.975, len(values) - 1)) * spread
+
+
+def over_seeds(rows: Sequence[Row]) -> list[Row]:
+    """Rows that differ only in their seed as one row: per metric the mean over the seeds
+    and its 95% interval (`rows` carry no seed column: equal settings, other seeds)."""
+    groups: dict[tuple, list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.settings, row.split, row.domain, row.stage), []).append(row)
+    merged = []
+    for same in groups.values():
+        metrics = [m for m in same[0].values if all(m in r.values for r in same)]
+        stats = {m: interval([r.values[m] for r in same]) for m in metrics}
+        merged.append(
+            replace(
+                same[0],
+                values={m: mean for m, (mean, _) in stats.items()},
+                ci={m: half for m, (_, half) in stats.items()},
+                n_seeds=len(same),
+            )
+        )
+    return merged
+
+
+def without_seeds(runs: Sequence[Run]) -> list[str]:
+    """The varying settings but the seeds: the columns of tables whose cells pool seeds."""
+    return [n for n in varying(runs) if not is_seed(n)]
+
+
 def table1(runs: Sequence[Run]) -> tuple[list[str], list[Row]]:
     """Table 1's setting columns and its rows (see the module docstring)."""
-    names = varying(runs)
+    names = without_seeds(runs)
+    found = [row for run in runs for row in rows_of(run, names)]
+    if len(names) < len(varying(runs)):
+        found = over_seeds(found)
     shared: dict[tuple, Row] = {}
     rows = []
-    for run in runs:
-        for row in rows_of(run, names):
-            if row.stage not in UNTRAINED:
-                rows.append(row)
-                continue
-            key = (row.split, row.domain, row.stage, tuple(sorted(row.values.items())))
-            if (same := shared.get(key)) is not None:
-                pairs = zip(same.settings, row.settings, strict=True)
-                row = replace(same, settings=tuple(a if a == b else ANY for a, b in pairs))
-            shared[key] = row
+    for row in found:
+        if row.stage not in UNTRAINED:
+            rows.append(row)
+            continue
+        key = (
+            row.split,
+            row.domain,
+            row.stage,
+            tuple(sorted(row.values.items())),
+            tuple(sorted(row.ci.items())),
+            row.n_seeds,
+        )
+        if (same := shared.get(key)) is not None:
+            pairs = zip(same.settings, row.settings, strict=True)
+            row = replace(same, settings=tuple(a if a == b else ANY for a, b in pairs))
+        shared[key] = row
     rows += shared.values()
     stages = list(STAGES.values())
     rows.sort(
@@ -318,21 +373,72 @@ def table1_head(names: Sequence[str]) -> list[str]:
     return [*headers(names), "split", "domain", "stage", *COLUMNS]
 
 
+def seeded(rows: Sequence[Row]) -> bool:
+    """Whether any row pools several seeds (the tables then show intervals and `n_seeds`)."""
+    return any(r.n_seeds > 1 for r in rows)
+
+
 def table1_cells(rows: Sequence[Row]) -> list[list[object]]:
     return [
         [*r.settings, r.split, r.domain, r.stage, *(r.values.get(c) for c in COLUMNS)] for r in rows
     ]
 
 
+def with_interval(row: Row, metric: str) -> object:
+    """`mean ± half-width` of a row over several seeds; the value itself for one seed."""
+    value = row.values.get(metric)
+    if value is None or row.n_seeds < 2:
+        return value
+    return f"{value:.1f} ± {row.ci[metric]:.1f}"
+
+
 def markdown(names: Sequence[str], rows: Sequence[Row]) -> str:
-    return markdown_table(table1_head(names), table1_cells(rows), left=len(names) + 3)
+    if not seeded(rows):
+        return markdown_table(table1_head(names), table1_cells(rows), left=len(names) + 3)
+    cells = [
+        [
+            *r.settings,
+            r.split,
+            r.domain,
+            r.stage,
+            *(with_interval(r, c) for c in COLUMNS),
+            r.n_seeds,
+        ]
+        for r in rows
+    ]
+    return markdown_table([*table1_head(names), "n_seeds"], cells, left=len(names) + 3)
+
+
+def bounds(row: Row, metric: str) -> list[float | None]:
+    """A metric's 95% interval over seeds, [low, high]; none for one seed."""
+    if row.n_seeds < 2 or metric not in row.ci:
+        return [None, None]
+    return [row.values[metric] - row.ci[metric], row.values[metric] + row.ci[metric]]
 
 
 def to_csv(names: Sequence[str], rows: Sequence[Row]) -> str:
-    cells = table1_cells(rows)
-    return csv_table(
-        [*table1_head(names), "run"], [[*c, r.run] for c, r in zip(cells, rows, strict=True)]
-    )
+    """Table 1 as CSV: a metric's column holds its mean over seeds; a sweep over seeds adds
+    each metric's `ci_low`, `ci_high` after it and `n_seeds`."""
+    if not seeded(rows):
+        cells = table1_cells(rows)
+        return csv_table(
+            [*table1_head(names), "run"], [[*c, r.run] for c, r in zip(cells, rows, strict=True)]
+        )
+    head = [*headers(names), "split", "domain", "stage"]
+    head += [h for c in COLUMNS for h in (c, f"{c} ci_low", f"{c} ci_high")]
+    cells = [
+        [
+            *r.settings,
+            r.split,
+            r.domain,
+            r.stage,
+            *(v for c in COLUMNS for v in (r.values.get(c), *bounds(r, c))),
+            r.n_seeds,
+            r.run,
+        ]
+        for r in rows
+    ]
+    return csv_table([*head, "n_seeds", "run"], cells)
 
 
 def routed(runs: Sequence[Run]) -> tuple[list[str], list[Run]]:
@@ -455,6 +561,168 @@ def table3_markdown(names: Sequence[str], found: Sequence[Run]) -> str:
     return "\n".join(parts)
 
 
+# The paired tests' metric, on the test split's TREC runs (`runs/<row>.trec`).
+PAIRED_METRIC = "ndcg@10"
+CURRICULUM = ("curriculum", "curriculum.name")  # the choice, or its config leaf
+PAIRED_TAIL = ("comparison", "domain", "n queries", f"Δ {PAIRED_METRIC}", "p-value")
+
+
+# The paired test: a randomisation (sign-flip) test of the mean difference over queries,
+# exact up to 13 queries (2^13 sign patterns), else this many seeded random flips. Unlike
+# a t-test it assumes no normal differences and stays defined where every query differs
+# by the same amount (a t-test's zero variance).
+RESAMPLES = 10_000
+PERMUTATION_SEED = 0
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A paired test over queries of two rows (`a` vs `b`): the mean of a − b in points and
+    the two-sided p-value of the paired randomisation test (None for one query)."""
+
+    settings: tuple[str, ...]
+    comparison: str
+    domain: str
+    n_queries: int
+    difference: float
+    p_value: float | None
+
+
+def mean_difference(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
+    return np.mean(a - b, axis=axis)
+
+
+def permutation_p(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Two-sided p-value that `a` and `b` (paired) have the same mean: each pair's
+    difference flips sign at random (scipy's `samples` permutation test)."""
+    if len(a) < 2:
+        return None
+    result = scipy.stats.permutation_test(
+        (np.asarray(a), np.asarray(b)),
+        mean_difference,
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=RESAMPLES,
+        rng=PERMUTATION_SEED,
+    )
+    return float(result.pvalue)
+
+
+def trec_file(path: Path) -> dict[str, list[tuple[str, int]]]:
+    """qid -> (doc, the integer 4th field) of its lines, in file order: a run's ranks or
+    the qrels' grades."""
+    found: dict[str, list[tuple[str, int]]] = {}
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        fields = raw.split()
+        if not fields:
+            continue
+        try:
+            found.setdefault(fields[0], []).append((fields[2], int(fields[3])))
+        except (IndexError, ValueError):
+            raise DataError(
+                f"not a TREC line (qid _ doc integer ...): {raw!r}", file=path, line=number
+            ) from None
+    return found
+
+
+def per_query(run: str, row: str, metric: str = PAIRED_METRIC) -> dict[str, float]:
+    """`domain/qid` -> `metric` in percent of a run's test ranking of `row` (`fine_tuned`),
+    rescored from `runs/<row>.trec` and `runs/qrels.test.trec` with r2r's own metrics
+    (the numbers of results.json, query by query); empty where either file is missing."""
+    runs = Path(run) / "runs"
+    if not (runs / f"{row}.trec").exists() or not (runs / "qrels.test.trec").exists():
+        return {}
+    qrels = {q: dict(judged) for q, judged in trec_file(runs / "qrels.test.trec").items()}
+    scores = {}
+    for qid, ranked in trec_file(runs / f"{row}.trec").items():
+        relevance = qrels.get(qid, {})
+        if any(grade > 0 for grade in relevance.values()):  # as the evaluation: judged queries
+            docs = [doc for doc, _ in sorted(ranked, key=lambda pair: pair[1])]
+            scores[qid] = 100.0 * query_metrics(docs, relevance)[metric]
+    return scores
+
+
+def pooled(runs: Sequence[Run], row: str) -> dict[str, float]:
+    """`domain/qid` -> the mean over `runs` (seeds) of the query's score in `row`."""
+    found: dict[str, list[float]] = {}
+    for run in runs:
+        for qid, value in per_query(run.path, row).items():
+            found.setdefault(qid, []).append(value)
+    return {qid: statistics.fmean(values) for qid, values in found.items()}
+
+
+def paired_test(
+    a: Mapping[str, float], b: Mapping[str, float], settings: tuple[str, ...], comparison: str
+) -> list[Paired]:
+    """`a` vs `b` on the queries both scored, per domain (the qid's prefix) and on all."""
+    common = sorted(set(a) & set(b))
+    domains = sorted({q.split("/")[0] for q in common})
+    tests = []
+    for domain in [*domains, "all"] if common else []:
+        qids = [q for q in common if domain == "all" or q.split("/")[0] == domain]
+        x, y = [a[q] for q in qids], [b[q] for q in qids]
+        difference = statistics.fmean(u - v for u, v in zip(x, y, strict=True))
+        tests.append(
+            Paired(settings, comparison, domain, len(qids), difference, permutation_p(x, y))
+        )
+    return tests
+
+
+def paired(runs: Sequence[Run]) -> tuple[list[str], list[Paired]]:
+    """The paired tests of a sweep, over per-query test nDCG@10 pooled over seeds (a
+    query's mean over the seeds), and the settings that name them:
+    - fine-tuned vs PT: each run setting's experts against the bare backbone;
+    - EAG vs direct: runs that differ only in `curriculum` (and seed), fine-tuned rows."""
+    names = without_seeds(runs)
+    groups: dict[tuple[str, ...], list[Run]] = {}
+    for run in runs:
+        groups.setdefault(tuple(run.settings[n] for n in names), []).append(run)
+    tests = []
+    for settings, group in groups.items():
+        tests += paired_test(
+            pooled(group, "fine_tuned"), pooled(group, "zero_shot"), settings, "fine-tuned vs PT"
+        )
+    if (curriculum := next((n for n in names if n in CURRICULUM), None)) is not None:
+        at = names.index(curriculum)
+        arms: dict[tuple[str, ...], dict[str, list[Run]]] = {}
+        for settings, group in groups.items():
+            rest = (*settings[:at], ANY, *settings[at + 1 :])
+            arms.setdefault(rest, {})[settings[at]] = group
+        for settings, by in arms.items():
+            if "eag" in by and "direct" in by:
+                eag, direct = pooled(by["eag"], "fine_tuned"), pooled(by["direct"], "fine_tuned")
+                tests += paired_test(eag, direct, settings, "EAG vs direct")
+    comparisons = ["fine-tuned vs PT", "EAG vs direct"]
+    tests.sort(
+        key=lambda t: (
+            comparisons.index(t.comparison),
+            [order(v) for v in t.settings],
+            t.domain == "all",
+            t.domain,
+        )
+    )
+    return names, tests
+
+
+def paired_rows(tests: Sequence[Paired]) -> list[list[object]]:
+    return [
+        [*t.settings, t.comparison, t.domain, t.n_queries, t.difference, t.p_value] for t in tests
+    ]
+
+
+def paired_markdown(names: Sequence[str], tests: Sequence[Paired]) -> str:
+    # Differences as every table's points (one decimal, signed); p-values to 3 figures.
+    rows = [
+        [*row[:-2], signed(row[-2]), None if row[-1] is None else f"{row[-1]:.3g}"]
+        for row in paired_rows(tests)
+    ]
+    return markdown_table([*headers(names), *PAIRED_TAIL], rows, left=len(names) + 2)
+
+
+def paired_csv(names: Sequence[str], tests: Sequence[Paired]) -> str:
+    return csv_table([*headers(names), *PAIRED_TAIL], paired_rows(tests))
+
+
 def failed_jobs(sweep: Path) -> list[tuple[str, str]]:
     """(job directory, error) of every job that left failed.json."""
     return [
@@ -518,10 +786,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"error: {error}\n")
     names, rows = table1(runs)
     routed_names, found = routed(runs)
+    try:
+        paired_names, tests = paired(runs)
+    except DataError as error:
+        parser.exit(2, f"error: {error}\n")
     out = args.out or args.sweep
     sections = {"Table 1: reranking per setting, domain and stage": markdown(names, rows)}
     write_text_atomic(out / "table1.md", markdown(names, rows))
     write_text_atomic(out / "table1.csv", to_csv(names, rows))
+    if tests:
+        table = paired_markdown(paired_names, tests)
+        sections[
+            f"Paired tests: per-query test {PAIRED_METRIC}, mean over seeds, randomisation test"
+        ] = table
+        write_text_atomic(out / "paired.md", table)
+        write_text_atomic(out / "paired.csv", paired_csv(paired_names, tests))
     if found:
         table2 = table2_markdown(routed_names, found)
         table3 = table3_markdown(routed_names, found)
