@@ -7,6 +7,7 @@ writes, by default into the sweep directory:
 - `table1.{md,csv}`: reranking per run setting, split, domain and stage.
 - `table2.{md,csv}`: routed reranking on the pooled test set, one row per run and router.
 - `table3.{md,csv}`: forgetting, every expert and the bare backbone on every domain.
+- `paired.{md,csv}`: paired tests over test queries (fine-tuned vs PT, EAG vs direct).
 - `plots/`: test nDCG@10 bars per domain (`table1.png`) and each routed run's forgetting
   heat map (`forgetting.png`, or `forgetting_<i>.png` for several runs).
 - `report.md`: all of the above, and the jobs that failed with their errors.
@@ -41,6 +42,19 @@ row, whose settings read `*` where those runs differ (a loss sweep has one BM25 
 split and domain, a backbone sweep one BM25 row but a PT row per backbone). Trained
 stages keep one row per run. Rows are ordered by split (`test` first), domain (`all`
 last), stage, then the settings' values (numbers by value).
+
+Seeds: runs that differ only in `seed` (`-m seed=0,1,2`; without job records, also a
+config leaf `*.seed`) are one cell: each metric's mean over the seeds and the half-width
+of its 95% Student-t interval, `mean ± half-width` in table1.md with an `n_seeds` column;
+table1.csv keeps the mean in each metric's column and adds its `ci_low`, `ci_high`. A
+single seed prints as without them.
+
+Paired tests (`paired.{md,csv}`), on per-query test nDCG@10 rescored from each run's
+`runs/<row>.trec` and `runs/qrels.test.trec`: a query's score is its mean over the seeds,
+then a paired randomisation test over the queries of each domain and of all (two-sided,
+exact up to 13 queries, else 10,000 seeded sign flips), for fine-tuned vs PT in every
+setting, and EAG vs direct where runs differ only in `curriculum`. Runs without TREC files
+are left out of the tests.
 """
 
 from __future__ import annotations
