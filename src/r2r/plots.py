@@ -21,11 +21,13 @@ def domain_bars(
     *,
     title: str,
     metric: str = "ndcg@10",
+    errors: Mapping[str, Mapping[str, float]] | None = None,
 ) -> Path:
     """Grouped bars: one group per domain, one bar per configuration (a stage and settings).
 
     `values[config][domain]` in percent, configs in the order given (the report gives BM25
-    and PT first, so the baselines sit at the left of every group)."""
+    and PT first, so the baselines sit at the left of every group); `errors[config][domain]`
+    the half-width of an interval (over seeds), drawn as an error bar where given."""
     configs = list(values)
     domains = list(dict.fromkeys(d for row in values.values() for d in row))
     width = 0.8 / max(len(configs), 1)
@@ -33,7 +35,15 @@ def domain_bars(
     x = np.arange(len(domains))
     for i, config in enumerate(configs):
         heights = [values[config].get(d, np.nan) for d in domains]
-        bars = ax.bar(x + (i - (len(configs) - 1) / 2) * width, heights, width, label=config)
+        spread = (errors or {}).get(config, {})
+        bars = ax.bar(
+            x + (i - (len(configs) - 1) / 2) * width,
+            heights,
+            width,
+            label=config,
+            yerr=[spread.get(d, 0.0) for d in domains] if spread else None,
+            capsize=2,
+        )
         ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
     ax.set_xticks(x, domains)
     ax.set_ylabel(f"{metric} (%)")

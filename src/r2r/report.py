@@ -752,22 +752,25 @@ def figures(
     found: Sequence[Run],
     out: Path,
 ) -> list[Path]:
-    """Test nDCG@10 bars per domain, one bar per stage and setting; each routed run's
-    forgetting heat map."""
+    """Test nDCG@10 bars per domain, one bar per stage and setting (error bars: the 95%
+    interval over seeds); each routed run's forgetting heat map."""
     head = headers(names)
     stages = list(STAGES.values())
     values: dict[str, dict[str, float]] = {}
+    errors: dict[str, dict[str, float]] = {}  # 95% half-widths of cells over seeds
     test = [r for r in rows if r.split == "test" and "ndcg@10" in r.values]
     # Bars in the table's order within a domain: BM25 and PT at the left of every group.
     for r in sorted(test, key=lambda r: (stages.index(r.stage), [order(v) for v in r.settings])):
         shown = ", ".join(f"{h}={v}" for h, v in zip(head, r.settings, strict=True) if v != ANY)
-        values.setdefault(f"{r.stage} ({shown})" if shown else r.stage, {})[r.domain] = r.values[
-            "ndcg@10"
-        ]
+        name = f"{r.stage} ({shown})" if shown else r.stage
+        values.setdefault(name, {})[r.domain] = r.values["ndcg@10"]
+        if r.n_seeds > 1:
+            errors.setdefault(name, {})[r.domain] = r.ci["ndcg@10"]
     written = []
     if values:
+        title = "test nDCG@10" + (", 95% CI over seeds" if errors else "")
         written.append(
-            plots.domain_bars(values, out / "plots" / "table1.png", title="test nDCG@10")
+            plots.domain_bars(values, out / "plots" / "table1.png", title=title, errors=errors)
         )
     for i, f in enumerate(found):
         name = "forgetting" + (f"_{i}" if len(found) > 1 else "")
