@@ -91,11 +91,79 @@ def test_bad_data_exits_2_and_writes_nothing(
     assert not out.exists()  # the two good sources were not written either
 
 
+def tatqa_report(answered: bool) -> dict:
+    """One TAT-QA report with three questions, q3 without a positive; `answered=False`
+    strips the gold fields, as the public tatqa_dataset_test.json does."""
+    gold = [("table-text", ["1"]), ("text", ["2"]), ("text", [])]
+    questions = [
+        {"uid": f"q{i}", "order": i, "question": f"Q{i}?"}
+        | ({"answer_from": source, "rel_paragraphs": rel} if answered else {})
+        for i, (source, rel) in enumerate(gold, start=1)
+    ]
+    paragraphs = [{"uid": f"p{o}", "order": o, "text": f"Paragraph {o}."} for o in (1, 2)]
+    return {
+        "table": {"uid": "t1", "table": [["Revenue", "10"]]},
+        "paragraphs": paragraphs,
+        "questions": questions,
+    }
+
+
+def test_tatqa_gold_test_file_into_the_test_split(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "120")
+    raw = tmp_path / "dataset_raw" / "tatqa_dataset_test_gold.json"
+    raw.parent.mkdir()
+    raw.write_text(json.dumps([tatqa_report(answered=True)]), encoding="utf-8")
+    out = tmp_path / "tatqa-test"
+    assert main(["tatqa", "--raw", str(raw), "--split", "test", "--out", str(out)]) == 0
+    written = read_beir(out, domain="finance")
+    assert written.qrels == {
+        "train": {},
+        "dev": {},
+        "test": {"q1": {"t1-p1": 1, "t1-table": 1}, "q2": {"t1-p2": 1}},
+    }
+    assert sorted(written.corpus) == ["t1-p1", "t1-p2", "t1-table"]
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in lines if "│ tatqa " in line)
+    cells = [cell.strip() for cell in row.split("│")[1:-1]]
+    assert cells == ["tatqa", "finance", "3", "0", "0", "2", "1.50", "1"]
+    assert f"tatqa: {raw} -> {out}" in lines
+
+
+def test_tatqa_answer_less_test_file_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = tmp_path / "tatqa_dataset_test.json"
+    raw.write_text(json.dumps([tatqa_report(answered=False)]), encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["tatqa", "--raw", str(raw), "--split", "test", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {raw} field 'rel_paragraphs': question q1: no gold evidence (neither "
+        "rel_paragraphs nor answer_from), as in the answer-less public "
+        "tatqa_dataset_test.json; convert tatqa_dataset_test_gold.json, which has them\n"
+    )
+    assert not out.exists()
+
+
+def test_folder_without_a_known_file_lists_the_names_tried(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "tatqa_dataset_test.json").write_text("[]", encoding="utf-8")
+    assert main(["tatqa", "--raw", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path}: no raw file in this folder; tried tatqa_dataset_dev.json, "
+        "tatqa_dataset_test_gold.json, tatqa_dataset_train.json\n"
+    )
+
+
 @pytest.mark.parametrize(
     "extra",
     [
         ["--fractions", "0.5", "0.5", "0.5"],
         ["--raw", "somewhere"],
+        ["--split", "test", "--fractions", "1", "0", "0"],
+        ["--split", "val"],
     ],
 )
 def test_bad_arguments_exit_2(tmp_path: Path, extra: list[str]) -> None:

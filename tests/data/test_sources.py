@@ -377,6 +377,79 @@ def test_tatqa_malformed_json_line(tmp_path: Path) -> None:
     assert info.value.line == line
 
 
+def tatqa_public_test() -> list[dict]:
+    """TATQA as the public tatqa_dataset_test.json has it: questions without answers."""
+    reports = json.loads(json.dumps(TATQA))
+    for report in reports:
+        report["questions"] = [
+            {key: q[key] for key in ("uid", "order", "question")} for q in report["questions"]
+        ]
+    return reports
+
+
+def test_tatqa_answer_less_test_file_points_to_the_gold_file(tmp_path: Path) -> None:
+    path = write_json(tmp_path, "tatqa_dataset_test.json", tatqa_public_test()) / (
+        "tatqa_dataset_test.json"
+    )
+    with pytest.raises(DataError) as info:
+        tatqa.read(path)
+    assert str(info.value) == (
+        f"{path} field 'rel_paragraphs': question q1: no gold evidence (neither "
+        "rel_paragraphs nor answer_from), as in the answer-less public "
+        "tatqa_dataset_test.json; convert tatqa_dataset_test_gold.json, which has them"
+    )
+
+
+@pytest.mark.parametrize(
+    ("present", "read"),
+    [
+        (tatqa.RAW_FILES, "tatqa_dataset_dev.json"),
+        (
+            ("tatqa_dataset_train.json", "tatqa_dataset_test_gold.json"),
+            "tatqa_dataset_test_gold.json",
+        ),
+        (("tatqa_dataset_train.json", "tatqa_dataset_test.json"), "tatqa_dataset_train.json"),
+    ],
+)
+def test_tatqa_folder_reads_the_first_known_file(
+    tmp_path: Path, present: tuple[str, ...], read: str
+) -> None:
+    for name in present:
+        write_json(tmp_path, name, TATQA)
+    assert tatqa.read(tmp_path).path == tmp_path / read
+
+
+def test_tatqa_file_under_any_name(tmp_path: Path) -> None:
+    write_json(tmp_path, "my_copy.json", TATQA)
+    raw = tatqa.read(tmp_path / "my_copy.json")
+    assert (raw.path, len(raw.queries), len(raw.corpus)) == (tmp_path / "my_copy.json", 5, 5)
+
+
+def test_raw_path_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as info:
+        pubmedqa.read(tmp_path)
+    assert str(info.value) == f"{tmp_path}: no raw file in this folder; tried ori_pqal.json"
+    with pytest.raises(DataError) as info:
+        tatqa.read(tmp_path / "absent.json")
+    assert str(info.value) == f"{tmp_path / 'absent.json'}: no such file or folder"
+    write_json(tmp_path, "Query_doc.txt", [])
+    with pytest.raises(DataError, match=r"AILA 2019 is a folder \(Query_doc.txt, ") as info:
+        aila.read(tmp_path / "Query_doc.txt")
+    assert info.value.file == str(tmp_path / "Query_doc.txt")
+
+
+def test_pubmedqa_file_under_any_name_and_labels_only(tmp_path: Path) -> None:
+    write_json(tmp_path, "test_set.json", PUBMEDQA)
+    assert sorted(pubmedqa.read(tmp_path / "test_set.json").queries) == ["101", "102", "103", "104"]
+    write_json(tmp_path, "test_ground_truth.json", {"101": "yes", "102": "no"})
+    with pytest.raises(DataError) as info:
+        pubmedqa.read(tmp_path / "test_ground_truth.json")
+    assert str(info.value) == (
+        f"{tmp_path / 'test_ground_truth.json'}: pmid 101: a label ('yes') where an entry "
+        "belongs: this is a labels-only file; the questions and contexts are in ori_pqal.json"
+    )
+
+
 # ----------------------------------------------------------------------------- splits
 @pytest.mark.parametrize("module", [aila, pubmedqa, tatqa])
 def test_splits_are_seeded(tmp_path: Path, module) -> None:
@@ -396,6 +469,25 @@ def test_fractions_are_passed_through(tmp_path: Path) -> None:
     dataset = pubmedqa.convert(tmp_path, seed=0, fractions=(1.0, 0.0, 0.0))
     assert sorted(dataset.qrels["train"]) == ["101", "102", "103"]
     assert dataset.qrels["dev"] == dataset.qrels["test"] == {}
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_one_named_split_takes_every_kept_query(tmp_path: Path, split: str) -> None:
+    write_json(tmp_path, "tatqa_dataset_dev.json", TATQA)
+    dataset = tatqa.convert(tmp_path, seed=0, split=split)
+    expected = {
+        "q1": {"t1-p2": 1},
+        "q2": {"t1-p1": 1, "t1-table": 1},
+        "q3": {"t1-table": 1},
+        "q4": {"t2-table": 1},
+    }
+    assert dataset.qrels == {s: (expected if s == split else {}) for s in SPLITS}
+
+
+def test_unknown_split_is_refused(tmp_path: Path) -> None:
+    write_json(tmp_path, "ori_pqal.json", PUBMEDQA)
+    with pytest.raises(ValueError, match="split must be one of train, dev, test, got 'val'"):
+        pubmedqa.convert(tmp_path, seed=0, split="val")
 
 
 # ----------------------------------------------------------------------------- real data

@@ -2,6 +2,7 @@
 
 r2r-convert aila2019 --raw ../shared/data/legal/aila2019 --out data/converted/aila2019
 r2r-convert all --shared ../shared/data --out data/converted
+r2r-convert tatqa --raw TAT-QA/dataset_raw/tatqa_dataset_test_gold.json --split test --out tq
 """
 
 from __future__ import annotations
@@ -26,12 +27,18 @@ SOURCES = {module.NAME: module for module in (aila, pubmedqa, tatqa)}
 
 def build_parser() -> argparse.ArgumentParser:
     raw_dirs = ", ".join(f"{name} -> SHARED/{m.RAW_DIR}" for name, m in SOURCES.items())
+    raw_files = "; ".join(
+        f"{name}: {', '.join(m.RAW_FILES)}"
+        for name, m in SOURCES.items()
+        if hasattr(m, "RAW_FILES")
+    )
     parser = argparse.ArgumentParser(
         prog="r2r-convert",
         description=(
             "Convert raw datasets into BEIR folders (corpus.jsonl, queries.jsonl, "
             "qrels/{train,dev,test}.tsv). Queries without a positive are dropped; the rest "
-            "are split by a seeded shuffle. Every source is converted before any is written."
+            "are split by a seeded shuffle, or all put in one split with --split. Every source "
+            "is converted before any is written."
         ),
         epilog="Exit status: 0 on success, 2 on bad arguments or bad raw data (the message "
         "names the file, line and field).",
@@ -40,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--raw",
         type=Path,
-        help=f"raw dataset folder for a single SOURCE (default: SHARED/<dir>: {raw_dirs})",
+        help=(
+            f"raw data of a single SOURCE: its folder (default: SHARED/<dir>: {raw_dirs}) or, "
+            "for a one-file source, the file itself under any name. In a folder the first "
+            f"file found is read, in this order: {raw_files}"
+        ),
     )
     parser.add_argument(
         "--shared",
@@ -59,9 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--fractions",
         type=float,
         nargs=3,
-        default=DEFAULT_FRACTIONS,
         metavar=("TRAIN", "DEV", "TEST"),
         help="query split fractions, summing to 1 (default: 0.6 0.2 0.2)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        help="put every query into this one split instead of shuffling (e.g. --split test "
+        "for TAT-QA's tatqa_dataset_test_gold.json); excludes --fractions",
     )
     return parser
 
@@ -89,7 +105,9 @@ def summary(converted: list[tuple[RawSource, RetrievalDataset]]) -> Table:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    fractions = tuple(args.fractions)
+    if args.split is not None and args.fractions is not None:
+        parser.error("--split puts every query in one split; --fractions has nothing to cut")
+    fractions = DEFAULT_FRACTIONS if args.fractions is None else tuple(args.fractions)
     try:  # assign_splits owns the rule on fractions; check it before reading anything
         assign_splits([], fractions=fractions, seed=args.seed)
     except ValueError as exc:
@@ -108,7 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for _, _, out in jobs:  # a folder r2r may not replace fails before any reading
             check_target(out, kind="beir")
         raws = [module.read(raw_path) for module, raw_path, _ in jobs]
-        datasets = [raw.to_dataset(seed=args.seed, fractions=fractions) for raw in raws]
+        datasets = [
+            raw.to_dataset(seed=args.seed, fractions=fractions, split=args.split) for raw in raws
+        ]
         for dataset, (_, _, out) in zip(datasets, jobs, strict=True):
             write_beir(dataset, out)
     except (DataError, OutputError) as exc:
@@ -122,8 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     console = Console()
     console.print(summary(list(zip(raws, datasets, strict=True))))
-    for dataset, (_, _, out) in zip(datasets, jobs, strict=True):
-        console.print(f"{dataset.name} -> {out}", highlight=False)
+    for raw, (_, _, out) in zip(raws, jobs, strict=True):
+        print(f"{raw.name}: {raw.path} -> {out}")  # plain: rich would wrap the paths
     return 0
 
 

@@ -1,8 +1,10 @@
 """Converters from raw public datasets to `RetrievalDataset`s, one module per source.
 
 Each source module exposes ``NAME``, ``DOMAIN``, ``RAW_DIR`` (its folder under the shared
-data root), ``read(raw) -> RawSource`` and ``convert(raw, *, seed, fractions)``. Reading
-and splitting are separate so callers can report what the split step dropped.
+data root), ``read(raw) -> RawSource`` and ``convert(raw, *, seed, fractions, split)``.
+Reading and splitting are separate so callers can report what the split step dropped.
+A single-file source also has ``RAW_FILES``: the names it looks for, in order, when `raw`
+is a folder (`raw` may also name the file itself, under any name).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from r2r.data.errors import DataError
 from r2r.data.io import validate
 from r2r.data.splits import assign_splits
-from r2r.types import SPLITS, Passage, Query, RetrievalDataset
+from r2r.types import SPLITS, Passage, Query, RetrievalDataset, Split
 
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.6, 0.2, 0.2)
 
@@ -43,11 +45,25 @@ class RawSource:
         )
 
     def to_dataset(
-        self, *, seed: int, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+        self,
+        *,
+        seed: int,
+        fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+        split: Split | None = None,
     ) -> RetrievalDataset:
+        """Queries split by a seeded shuffle, or all into `split` when it is given.
+
+        One named split is for a raw file that is already a split of its own (TAT-QA's
+        public test file becomes r2r's test split); `seed` and `fractions` then go unused.
+        """
         dropped = set(self.without_positive)
         kept = [qid for qid in self.queries if qid not in dropped]
-        split_of = assign_splits(kept, fractions=fractions, seed=seed)
+        if split is None:
+            split_of = assign_splits(kept, fractions=fractions, seed=seed)
+        elif split in SPLITS:
+            split_of = dict.fromkeys(kept, split)
+        else:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         qrels: dict[str, dict[str, dict[str, int]]] = {split: {} for split in SPLITS}
         for qid in kept:
             qrels[split_of[qid]][qid] = dict(self.judgments[qid])
@@ -63,6 +79,19 @@ class RawSource:
 
 
 # ----------------------------------------------------------------------------- raw readers
+def find_raw_file(raw: Path, names: tuple[str, ...]) -> Path:
+    """`raw` itself when it is a file; in a folder, the first of `names` that exists."""
+    raw = Path(raw)
+    if raw.is_file():
+        return raw
+    if not raw.is_dir():
+        raise DataError("no such file or folder", file=raw)
+    for name in names:
+        if (raw / name).is_file():
+            return raw / name
+    raise DataError(f"no raw file in this folder; tried {', '.join(names)}", file=raw)
+
+
 def read_text(path: Path) -> str:
     if not path.is_file():
         raise DataError("missing file", file=path)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from r2r.data.errors import DataError
 from r2r.data.sources import DEFAULT_FRACTIONS, RawSource, read_text
-from r2r.types import Passage, Query, RetrievalDataset
+from r2r.types import Passage, Query, RetrievalDataset, Split
 
 NAME = "aila2019"
 DOMAIN = "legal"
@@ -124,6 +124,12 @@ def read_qrels(
 
 def read(raw: Path) -> RawSource:
     raw = Path(raw)
+    if raw.is_file():
+        raise DataError(
+            f"AILA 2019 is a folder ({QUERIES_FILE}, {QRELS_FILE}, {STATUTES_DIR}/), not one "
+            "file: name the folder",
+            file=raw,
+        )
     queries = read_queries(raw / QUERIES_FILE)
     corpus = read_statutes(raw / STATUTES_DIR)
     judgments, missing = read_qrels(raw / QRELS_FILE, queries, corpus)
@@ -139,6 +145,10 @@ def read(raw: Path) -> RawSource:
 
 
 def convert(
-    raw: Path, *, seed: int, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+    raw: Path,
+    *,
+    seed: int,
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    split: Split | None = None,
 ) -> RetrievalDataset:
-    return read(raw).to_dataset(seed=seed, fractions=fractions)
+    return read(raw).to_dataset(seed=seed, fractions=fractions, split=split)

@@ -1,9 +1,11 @@
-"""TAT-QA (``tatqa_dataset_dev.json``) -> finance `RetrievalDataset`.
+"""TAT-QA (``tatqa_dataset_{dev,test_gold,train}.json``) -> finance `RetrievalDataset`.
 
 Each report contributes its paragraphs (``<table uid>-p<order>``) and its table, linearised
 into one passage (``<table uid>-table``). Query = a question (id = its uid); positives =
 its ``rel_paragraphs`` (paragraph ``order`` values, as strings) plus the table when
-``answer_from`` mentions "table" ("table" or "table-text").
+``answer_from`` mentions "table" ("table" or "table-text"). The public
+``tatqa_dataset_test.json`` has neither field (its questions come without answers), so it
+cannot be converted; ``tatqa_dataset_test_gold.json``, released later, has both.
 """
 
 from __future__ import annotations
@@ -12,14 +14,24 @@ from pathlib import Path
 from typing import Any
 
 from r2r.data.errors import DataError
-from r2r.data.sources import DEFAULT_FRACTIONS, RawSource, read_json, require, require_text
-from r2r.types import Passage, Query, RetrievalDataset
+from r2r.data.sources import (
+    DEFAULT_FRACTIONS,
+    RawSource,
+    find_raw_file,
+    read_json,
+    require,
+    require_text,
+)
+from r2r.types import Passage, Query, RetrievalDataset, Split
 
 NAME = "tatqa"
 DOMAIN = "finance"
 RAW_DIR = "finance/tatqa"
 
-RAW_FILE = "tatqa_dataset_dev.json"
+# Looked for in this order in a folder: dev first, the split this project's results were
+# measured on, then the test split with its gold evidence, then train.
+RAW_FILES = ("tatqa_dataset_dev.json", "tatqa_dataset_test_gold.json", "tatqa_dataset_train.json")
+GOLD_FIELDS = ("rel_paragraphs", "answer_from")
 
 
 def linearise_table(rows: list[list[Any]]) -> str:
@@ -73,6 +85,14 @@ def _read_question(
     qid = require_text(question, "uid", path=path, where=where)
     where = f"question {qid}"
     query = Query(id=qid, text=require_text(question, "question", path=path, where=where))
+    if not any(field in question for field in GOLD_FIELDS):
+        raise DataError(
+            f"{where}: no gold evidence (neither rel_paragraphs nor answer_from), as in the "
+            "answer-less public tatqa_dataset_test.json; convert tatqa_dataset_test_gold.json, "
+            "which has them",
+            file=path,
+            field="rel_paragraphs",
+        )
     positives = {}
     for order in require(question, "rel_paragraphs", list, path=path, where=where):
         if str(order) not in paragraph_ids:
@@ -88,7 +108,8 @@ def _read_question(
 
 
 def read(raw: Path) -> RawSource:
-    path = Path(raw) / RAW_FILE
+    """`raw`: a TAT-QA file under any name, or a folder holding one of `RAW_FILES`."""
+    path = find_raw_file(raw, RAW_FILES)
     reports = read_json(path)
     if not isinstance(reports, list):
         raise DataError(f"expected a JSON list of reports, got {type(reports).__name__}", file=path)
@@ -111,6 +132,10 @@ def read(raw: Path) -> RawSource:
 
 
 def convert(
-    raw: Path, *, seed: int, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+    raw: Path,
+    *,
+    seed: int,
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    split: Split | None = None,
 ) -> RetrievalDataset:
-    return read(raw).to_dataset(seed=seed, fractions=fractions)
+    return read(raw).to_dataset(seed=seed, fractions=fractions, split=split)
