@@ -23,18 +23,13 @@ from r2r.routing import OracleRouter
 from r2r.routing.features import LatentFeaturizer
 from r2r.routing.system import RoutedReranker
 from r2r.types import CandidateList, Passage, Query
+from tests.routing.test_rerank_cli import TINY  # the tiny backbone's saved config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs CUDA")
 ON_CUDA = [pytest.mark.gpu, needs_cuda]
 DOMAINS = ("legal", "medical")
-TINY = {
-    "_target_": "r2r.models.backbones.load_tiny",
-    "arch": "qwen",
-    "seed": 0,
-    "template": {"_target_": "r2r.models.templates.named_template", "name": "qwen3_reranker"},
-}
 QUERIES = ["bail granted to the accused", "dosage of aspirin for adults", "appeal heard"]
 DOCUMENTS = [
     "the court granted bail",

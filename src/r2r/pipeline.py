@@ -332,10 +332,7 @@ def train_adapter(job: Job, name: str, stage: Stage, unit: str, init: Path | Non
     replaced["val_check_interval"] = val_check_batches(
         settings["val_check_interval"], settings.get("accumulate_grad_batches", 1)
     )
-    # Off the terminal its log lines stand in for Lightning's bar (r2r.progress).
-    replaced["enable_progress_bar"] = (
-        settings.get("enable_progress_bar", True) and progress.is_terminal()
-    )
+    replaced["enable_progress_bar"] = progress.lightning_bar(settings)
     trainer = instantiate(
         cfg.trainer,
         **replaced,
@@ -525,7 +522,7 @@ def router_trainer(job: Job, epochs: int) -> L.Trainer:
         **job.cfg.routing.trainer,
         max_epochs=epochs,
         logger=job.loggers or False,
-        enable_progress_bar=settings.get("enable_progress_bar", True) and progress.is_terminal(),
+        enable_progress_bar=progress.lightning_bar(settings),
     )
 
 

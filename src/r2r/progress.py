@@ -21,9 +21,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from types import TracebackType
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,12 @@ def configure(interval_s: float | None) -> None:
 def is_terminal() -> bool:
     """Whether progress bars can be drawn: stdout and stderr are both terminals."""
     return sys.stdout.isatty() and sys.stderr.isatty()
+
+
+def lightning_bar(trainer_settings: Mapping[str, Any]) -> bool:
+    """`enable_progress_bar` for a Lightning trainer of these settings: its bar where they
+    ask for one and it can be drawn (off a terminal, r2r's log lines stand in for it)."""
+    return bool(trainer_settings.get("enable_progress_bar", True)) and is_terminal()
 
 
 def duration(seconds: float) -> str:
