@@ -52,12 +52,13 @@ READ_BY_PIPELINE = (
     "paths",
     "data.name",
     "data.sizes",
+    "data.seed",
     "routing.enabled",
     "routing.deploy",
 )
 # Plain values that exist only to be interpolated: once any of a table's values is, all must
 # be (a table no node reads is dormant: debug=fast sets data.sizes for data=real too).
-INTERPOLATED = ("data.sizes",)
+INTERPOLATED = ("data.sizes", "data.seed")
 
 # Nodes that only hold other nodes (each child is bound or read by the pipeline).
 CONTAINERS = ("", "data", "data.sources", "domain", "logger", "routers", "curriculum")
@@ -217,7 +218,12 @@ def binding_violations(cfg: DictConfig) -> list[str]:
     used = set(_interpolations(OmegaConf.to_container(cfg, resolve=False)))
     for root in INTERPOLATED:
         node = OmegaConf.select(cfg, root)
-        leaves = list(_leaves(root, OmegaConf.to_container(node))) if node is not None else []
+        if node is None:
+            leaves = []
+        elif OmegaConf.is_config(node):
+            leaves = list(_leaves(root, OmegaConf.to_container(node)))
+        else:  # a plain value (data.seed)
+            leaves = [root]
         if any(leaf in used for leaf in leaves):
             violations += [f"{leaf}: interpolated nowhere" for leaf in leaves if leaf not in used]
     return sorted(set(violations))
