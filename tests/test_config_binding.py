@@ -53,12 +53,13 @@ READ_BY_PIPELINE = (
     "data.name",
     "data.sizes",
     "data.seed",
+    "eag_steps",
     "routing.enabled",
     "routing.deploy",
 )
 # Plain values that exist only to be interpolated: once any of a table's values is, all must
 # be (a table no node reads is dormant: debug=fast sets data.sizes for data=real too).
-INTERPOLATED = ("data.sizes", "data.seed")
+INTERPOLATED = ("data.sizes", "data.seed", "eag_steps")
 
 # Nodes that only hold other nodes (each child is bound or read by the pipeline).
 CONTAINERS = ("", "data", "data.sources", "domain", "logger", "routers", "curriculum")
