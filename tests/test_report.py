@@ -269,7 +269,8 @@ def test_one_run_or_runs_that_agree_give_no_setting_column_and_never_fail(tmp_pa
 def test_settings_of_job_records() -> None:
     """An override of a group is its choice; other overrides are settings of their own,
     values as Hydra parses them (a list of groups, `domain=[legal,medical]`, is no choice to
-    Hydra); unset groups are null; override keys another run lacks come from its config."""
+    Hydra); unset groups are null; override keys another run lacks come from its config;
+    `zero_shot` (whether a run also scores PT) is no setting."""
     records: Sequence[dict] = [
         {
             "job": {
@@ -288,9 +289,8 @@ def test_settings_of_job_records() -> None:
             "backbone": "tiny_qwen",
             "debug": "fast",
             "domain": "[legal,medical]",
-            "zero_shot": "false",
         },
-        {"backbone": "tiny_mistral", "debug": "null", "domain": "null", "zero_shot": "true"},
+        {"backbone": "tiny_mistral", "debug": "null", "domain": "null"},
     ]
     assert parse_overrides(
         ["lora.r=8", "++optimizer.lr=1.0e-3", "~routers.tfidf", "router@routers.lsr=tfidf"]

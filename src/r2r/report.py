@@ -136,10 +136,11 @@ def lookup(config: Any, key: str) -> Any:
     return config
 
 
-# Not settings: where a run lives and how it resumes (IGNORED), Hydra's own keys, and the
+# Not settings: where a run lives and how it resumes (IGNORED), Hydra's own keys, the
 # `sweep` grid that launched it (it sets only Hydra's sweeper: a job of sweep=table1 and
-# the same job of sweep=masking are one configuration).
-NOT_SETTINGS = (*IGNORED, "hydra", "sweep")
+# the same job of sweep=masking are one configuration), and `zero_shot`, which says only
+# whether a run also scores the PT row (a sweep scores it in one run: that row is shared).
+NOT_SETTINGS = (*IGNORED, "hydra", "sweep", "zero_shot")
 
 
 def is_setting(key: str) -> bool:
