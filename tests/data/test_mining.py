@@ -128,7 +128,9 @@ def test_settings_are_validated() -> None:
         settings(group_size=1)
     with pytest.raises(ValueError, match="hard_negatives"):
         settings(group_size=4, hard_negatives=4)
-    with pytest.raises(ValueError, match=r"depth must map domains to a top-k >= 1, got \{'legal': 0\}"):
+    with pytest.raises(
+        ValueError, match=r"depth must map domains to a top-k >= 1, got \{'legal': 0\}"
+    ):
         settings(depth={"legal": 0})
 
 
