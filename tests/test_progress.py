@@ -140,6 +140,7 @@ def test_scoring_mining_and_features_name_their_work(caplog, lines_every_call, b
     )
     settings = MiningSettings(
         top_k=2,
+        depth={},
         include_positives=False,
         group_size=2,
         hard_negatives=1,

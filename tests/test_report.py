@@ -160,6 +160,36 @@ def test_a_loss_pair_shares_its_bm25_and_pt_rows(tmp_path: Path) -> None:
     ]
 
 
+def test_the_dense_row_and_the_ceiling_column_of_every_row(tmp_path: Path) -> None:
+    """The dense baseline is a row after BM25; a run that recorded BM25's recall at the
+    reranking depth shows it on every row of that split and domain."""
+    folder = tmp_path / "0_domain=legal"
+    write_run(
+        folder,
+        {"bm25": 50.0, "dense": 40.0, "zero_shot": 20.0, "fine_tuned": 30.0},
+        job("debug=fast", "domain=legal"),
+    )
+    results = json.loads((folder / "results.json").read_text())
+    results["metrics"] |= {"bm25/legal/recall@depth": 40.8, "bm25/all/recall@depth": 45.0}
+    (folder / "results.json").write_text(json.dumps(results))
+    md = table1_md(tmp_path)
+    assert md[0] == "| split | domain | stage " + METRICS + " ceiling |"
+    assert md[2:] == [
+        line("test", "legal", "BM25", 50.0) + " 40.8 |",
+        line("test", "legal", "dense (MiniLM)", 40.0) + " 40.8 |",
+        line("test", "legal", "PT", 20.0) + " 40.8 |",
+        line("test", "legal", "fine-tuned", 30.0) + " 40.8 |",
+        line("test", "all", "BM25", 50.0) + " 45.0 |",
+        line("test", "all", "dense (MiniLM)", 40.0) + " 45.0 |",
+        line("test", "all", "PT", 20.0) + " 45.0 |",
+        line("test", "all", "fine-tuned", 30.0) + " 45.0 |",
+    ]
+    with open(tmp_path / "table1.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][-2:] == ["ceiling", "run"]
+    assert rows[1][-2:] == ["40.8", str(folder)]
+
+
 def test_lora_rank_by_value_and_from_the_config_of_a_run_that_kept_the_default(
     tmp_path: Path,
 ) -> None:

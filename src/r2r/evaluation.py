@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from statistics import fmean
 
-from r2r.metrics import RankingEvaluator, metric_names, rank
+import torch
+
+from r2r.metrics import POOLED, RankingEvaluator, metric_names, rank
 from r2r.types import CandidateList, ScoredList
+
+# The recall of the first stage at the reranking depth: what every row of a list can reach.
+CEILING = "recall@depth"
 
 
 def evaluate(scored: Iterable[ScoredList], stage: str) -> dict[str, float]:
@@ -20,6 +26,41 @@ def evaluate(scored: Iterable[ScoredList], stage: str) -> dict[str, float]:
 def first_stage(lists: Iterable[CandidateList]) -> list[ScoredList]:
     """The retriever's own scores, as the baseline row."""
     return [ScoredList(c, c.first_stage_scores) for c in lists]
+
+
+def dense(
+    lists: Sequence[CandidateList], embed: Callable[[Sequence[str]], torch.Tensor]
+) -> list[ScoredList]:
+    """A dense first stage on the same candidates: the cosine of the query's and each
+    passage's embedding (`embed`: texts (N,) -> (N, dim)). Each distinct text is embedded
+    once: a small corpus recurs in many lists."""
+    queries = sorted({c.query.text for c in lists})
+    passages = sorted({p.content for c in lists for p in c.passages})
+    q = torch.nn.functional.normalize(embed(queries).float(), dim=-1)  # (Q, dim)
+    p = torch.nn.functional.normalize(embed(passages).float(), dim=-1)  # (P, dim)
+    q_row = {t: i for i, t in enumerate(queries)}
+    p_row = {t: i for i, t in enumerate(passages)}
+    scored = []
+    for c in lists:
+        rows = p[[p_row[x.content] for x in c.passages]]  # (n, dim)
+        scored.append(ScoredList(c, tuple((rows @ q[q_row[c.query.text]]).tolist())))
+    return scored
+
+
+def ceiling(lists: Iterable[CandidateList], stage: str) -> dict[str, float]:
+    """The first stage's recall at the reranking depth, `stage/domain/recall@depth` (and
+    `stage/all/...`): per query, the share of its judged positives that are in its list,
+    in percent, averaged like recall@k (over queries with a positive). No reranking of the
+    lists recalls more."""
+    recalls: dict[str, list[float]] = {}
+    for c in lists:
+        if not (positives := {d for d, grade in c.relevance.items() if grade > 0}):
+            continue
+        found = positives & {p.id for p in c.passages}
+        recalls.setdefault(c.domain, []).append(len(found) / len(positives))
+    recalls = {d: recalls[d] for d in sorted(recalls)}
+    recalls[POOLED] = [r for values in recalls.values() for r in values]
+    return {f"{stage}/{d}/{CEILING}": 100.0 * fmean(r) for d, r in recalls.items() if r}
 
 
 def results_table(metrics: Mapping[str, float], stages: Sequence[str]) -> str:

@@ -34,7 +34,10 @@ from r2r.data.mining import BM25Miner
 from r2r.devices import resolve_device, world
 from r2r.errors import DataError
 from r2r.evaluation import (
+    CEILING,
+    ceiling,
     collapsed,
+    dense,
     evaluate,
     first_stage,
     results_table,
@@ -56,6 +59,7 @@ from r2r.models.experts import (
 from r2r.models.scorer import RerankerScorer
 from r2r.models.templates import PairEncoder
 from r2r.routing import build_router
+from r2r.routing.embeddings import MiniLMFeaturizer
 from r2r.routing.evaluation import (
     ScoreMatrix,
     evaluate_router,
@@ -173,6 +177,7 @@ def train_and_test(cfg: DictConfig, loggers: list) -> dict[str, float]:
         return {}
     alone()
     metrics = {k: v for row, items in scored.items() for k, v in evaluate(items, row).items()}
+    metrics |= ceilings(job, splits)
     routing = route(job, *experts) if experts else {}
     write_outputs(job, splits, scored, metrics, routing, time.perf_counter() - started)
     return metrics
@@ -190,6 +195,11 @@ def check(cfg: DictConfig) -> None:
     routers = list(cfg.get("routers") or {})
     if cfg.routing.enabled and cfg.routing.deploy and cfg.routing.deploy not in routers:
         raise ValueError(f"routing.deploy={cfg.routing.deploy!r} is not in routers {routers}")
+    if unknown := sorted(set(cfg.mining.depth) - set(cfg.data.sources)):
+        raise ValueError(
+            f"mining.depth names {unknown}, not a domain of data={cfg.data.name} "
+            f"({list(cfg.data.sources)})"
+        )
     training = instantiate(cfg.training)
     check_loss(instantiate(cfg.loss), training.shape, teacher=bool(training.teacher))
     stages(cfg)
@@ -432,9 +442,12 @@ def row_key(row: str, split: str) -> str:
 
 
 def baselines(job: Job, splits: Sequence[str]) -> Scored:
-    """BM25's own ranking, and the bare backbone (zero_shot) when asked for."""
+    """BM25's own ranking, MiniLM's (`baselines.dense`) and the bare backbone (zero_shot)
+    when asked for, on the same lists."""
     lists = {split: job.data.candidate_lists(split) for split in splits}
     scored = {row_key("bm25", sp): first_stage(lists[sp]) for sp in splits}
+    if job.cfg.baselines.dense and (encoder := dense_encoder(job.device)):
+        scored |= {row_key("dense", sp): dense(lists[sp], encoder) for sp in splits}
     if job.cfg.zero_shot:
         bank = job.bank({})
         scored |= {
@@ -443,6 +456,41 @@ def baselines(job: Job, splits: Sequence[str]) -> Scored:
         }
         bank.close()
     return scored
+
+
+def dense_encoder(device: torch.device) -> MiniLMFeaturizer | None:
+    """The MiniLM encoder of the dense row; None, with a warning, without its package (an
+    optional baseline: the run goes on without the row)."""
+    try:
+        return MiniLMFeaturizer(device=device)
+    except ImportError as error:
+        log.warning("dense row skipped: %s", error)
+        return None
+
+
+def ceilings(job: Job, splits: Sequence[str]) -> dict[str, float]:
+    """BM25's recall at the reranking depth on every split (`bm25[:split]/domain/
+    recall@depth`): the most any row can recall. A warning names every domain below
+    `baselines.min_recall`, whose rows then mostly measure the first stage's misses."""
+    found = {
+        k: v
+        for sp in splits
+        for k, v in ceiling(job.data.candidate_lists(sp), row_key("bm25", sp)).items()
+    }
+    for key, value in found.items():
+        row, domain, _ = key.split("/")
+        if domain in job.domains and value < job.cfg.baselines.min_recall:
+            log.warning(
+                "%s %s: the candidate lists (top %d) hold %.1f%% of the positives, below "
+                "baselines.min_recall=%g; rerank deeper (mining.depth.%s)",
+                row,
+                domain,
+                job.miner.settings.depth_of(domain),
+                value,
+                job.cfg.baselines.min_recall,
+                domain,
+            )
+    return found
 
 
 def stage_rows(job: Job, adapters: Adapters, splits: Sequence[str]) -> Scored:
@@ -541,18 +589,32 @@ def write_routing(job: Job, results: list, table: dict, data: RerankDataModule) 
     return summary
 
 
+def ceiling_lines(job: Job, splits: Sequence[str], metrics: Mapping[str, float]) -> str:
+    """results.md's lines on BM25's recall at each domain's reranking depth."""
+    lines = ["\nBM25 recall at the reranking depth (the most any row can recall):\n"]
+    for split in splits:
+        keys = {d: f"{row_key('bm25', split)}/{d}/{CEILING}" for d in job.domains}
+        cells = [
+            f"{d} {metrics[key]:.1f} (top {job.miner.settings.depth_of(d)})"
+            for d, key in keys.items()
+            if key in metrics
+        ]
+        lines.append(f"- {split}: {', '.join(cells)}\n")
+    return "".join(lines)
+
+
 def write_outputs(
     job: Job, splits: Sequence[str], scored: Scored, metrics: dict, routing: dict, wall: float
 ) -> None:
     """results.md / results.json, TREC qrels and runs (re-scorable by any trec_eval tool),
     and the final metrics to the loggers."""
-    rows = ["bm25", "zero_shot", *stages(job.cfg)]
+    rows = ["bm25", "dense", "zero_shot", *stages(job.cfg)]
     table = results_table(metrics, [row_key(r, sp) for sp in splits for r in rows])
     counts = Counter(c.domain for c in job.data.candidate_lists("test"))
     table += "\n`all` pools the test queries of " + ", ".join(
         f"{d} ({counts[d]})" for d in job.domains
     )
-    table += ".\n"
+    table += ".\n" + ceiling_lines(job, splits, metrics)
     # Rows whose scores are one value per list on a domain (collapsed training): flagged.
     flat = sorted(f"{key}/{d}" for key, items in scored.items() for d in collapsed(items))
     if flat:

@@ -33,11 +33,16 @@ Runs are named by what was swept, read back from the runs, never guessed:
 Table 1's fixed columns: `split` (`test`; the synthetic benchmark adds the
 in-distribution `test_seen`, `mask_test` adds `test_masked`), `domain` (the metric's
 domain: legal, medical, finance, or `all`, the pooled queries) and `stage`:
-- `BM25`: the first stage; `PT`: the pretrained backbone, zero-shot;
+- `BM25`: the first stage; `dense (MiniLM)`: the MiniLM cosine of query and passage on
+  the same lists; `PT`: the pretrained backbone, zero-shot;
 - `S1`: the EAG stage-1 adapter (curriculum=eag);
 - `fine-tuned`: the domain experts, each on its own domain's queries (direct
   fine-tuning, PT+S2, or EAG, PT+S1+S2, as the `curriculum` column says when it varies).
-BM25 and PT train nothing: runs whose BM25 (or PT) row holds the same numbers share one
+Runs that record it (`bm25/<domain>/recall@depth`) add a `ceiling` column: the share of
+the positives in the first stage's lists at the reranking depth, in percent, the most any
+row reranking them can recall. It is a column on every row, not a row, because it caps
+each row's numbers beside them, and differs per run where the depth does.
+BM25, dense and PT train nothing: runs whose BM25 (or dense, PT) row holds the same numbers share one
 row, whose settings read `*` where those runs differ (a loss sweep has one BM25 row per
 split and domain, a backbone sweep one BM25 row but a PT row per backbone). Trained
 stages keep one row per run. Rows are ordered by split (`test` first), domain (`all`
@@ -77,6 +82,7 @@ from hydra.errors import OverrideParseException
 
 from r2r import plots
 from r2r.errors import DataError
+from r2r.evaluation import CEILING as CEILING_METRIC
 from r2r.files import write_text_atomic
 from r2r.metrics import metric_names, query_metrics
 from r2r.routing.evaluation import BASE, TABLE2_METRICS
@@ -85,8 +91,17 @@ from r2r.sweep import FAILED, IGNORED, RESULTS
 # Table 1's metric columns, in the paper's order.
 COLUMNS = metric_names(("ndcg", "mrr", "recall", "precision"))
 # Metric key prefix -> Table 1's stage label, in the table's order.
-STAGES = {"bm25": "BM25", "zero_shot": "PT", "stage1": "S1", "fine_tuned": "fine-tuned"}
-UNTRAINED = ("BM25", "PT")
+STAGES = {
+    "bm25": "BM25",
+    "dense": "dense (MiniLM)",
+    "zero_shot": "PT",
+    "stage1": "S1",
+    "fine_tuned": "fine-tuned",
+}
+UNTRAINED = ("BM25", "dense (MiniLM)", "PT")
+# The first stage's recall at the reranking depth (the run's `bm25/<domain>/recall@depth`):
+# a column on every row of a run's split and domain, since every row reranks those lists.
+CEILING = "ceiling"
 # A shared BM25/PT row's setting where its runs differ: the row holds for each of them.
 ANY = "*"
 FIXED = ("split", "domain", "stage", "router", "model", "run")
@@ -268,11 +283,17 @@ class Row:
 
 def rows_of(run: Run, names: Sequence[str]) -> list[Row]:
     grouped: dict[tuple[str, str, str], dict[str, float]] = {}
+    ceilings: dict[tuple[str, str], float] = {}
     for key, value in run.metrics.items():
         stage_split, domain, metric = key.split("/")
         stage, _, split = stage_split.partition(":")  # `fine_tuned:test_seen`
-        if stage in STAGES:
+        if metric == CEILING_METRIC:
+            ceilings[split or "test", domain] = value
+        elif stage in STAGES:
             grouped.setdefault((split or "test", domain, STAGES[stage]), {})[metric] = value
+    for (split, domain, _), values in grouped.items():
+        if (split, domain) in ceilings:
+            values[CEILING] = ceilings[split, domain]
     settings = tuple(run.settings[n] for n in names)
     return [Row(settings, s, d, st, v, run.path) for (s, d, st), v in grouped.items()]
 
@@ -384,8 +405,14 @@ def csv_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return buffer.getvalue()
 
 
-def table1_head(names: Sequence[str]) -> list[str]:
-    return [*headers(names), "split", "domain", "stage", *COLUMNS]
+def columns(rows: Sequence[Row]) -> tuple[str, ...]:
+    """Table 1's value columns: the metrics, and the ceiling where the runs recorded it
+    (runs older than it have none)."""
+    return (*COLUMNS, CEILING) if any(CEILING in r.values for r in rows) else COLUMNS
+
+
+def table1_head(names: Sequence[str], rows: Sequence[Row]) -> list[str]:
+    return [*headers(names), "split", "domain", "stage", *columns(rows)]
 
 
 def seeded(rows: Sequence[Row]) -> bool:
@@ -395,7 +422,8 @@ def seeded(rows: Sequence[Row]) -> bool:
 
 def table1_cells(rows: Sequence[Row]) -> list[list[object]]:
     return [
-        [*r.settings, r.split, r.domain, r.stage, *(r.values.get(c) for c in COLUMNS)] for r in rows
+        [*r.settings, r.split, r.domain, r.stage, *(r.values.get(c) for c in columns(rows))]
+        for r in rows
     ]
 
 
@@ -409,19 +437,19 @@ def with_interval(row: Row, metric: str) -> object:
 
 def markdown(names: Sequence[str], rows: Sequence[Row]) -> str:
     if not seeded(rows):
-        return markdown_table(table1_head(names), table1_cells(rows), left=len(names) + 3)
+        return markdown_table(table1_head(names, rows), table1_cells(rows), left=len(names) + 3)
     cells = [
         [
             *r.settings,
             r.split,
             r.domain,
             r.stage,
-            *(with_interval(r, c) for c in COLUMNS),
+            *(with_interval(r, c) for c in columns(rows)),
             r.n_seeds,
         ]
         for r in rows
     ]
-    return markdown_table([*table1_head(names), "n_seeds"], cells, left=len(names) + 3)
+    return markdown_table([*table1_head(names, rows), "n_seeds"], cells, left=len(names) + 3)
 
 
 def bounds(row: Row, metric: str) -> list[float | None]:
@@ -437,17 +465,18 @@ def to_csv(names: Sequence[str], rows: Sequence[Row]) -> str:
     if not seeded(rows):
         cells = table1_cells(rows)
         return csv_table(
-            [*table1_head(names), "run"], [[*c, r.run] for c, r in zip(cells, rows, strict=True)]
+            [*table1_head(names, rows), "run"],
+            [[*c, r.run] for c, r in zip(cells, rows, strict=True)],
         )
     head = [*headers(names), "split", "domain", "stage"]
-    head += [h for c in COLUMNS for h in (c, f"{c} ci_low", f"{c} ci_high")]
+    head += [h for c in columns(rows) for h in (c, f"{c} ci_low", f"{c} ci_high")]
     cells = [
         [
             *r.settings,
             r.split,
             r.domain,
             r.stage,
-            *(v for c in COLUMNS for v in (r.values.get(c), *bounds(r, c))),
+            *(v for c in columns(rows) for v in (r.values.get(c), *bounds(r, c))),
             r.n_seeds,
             r.run,
         ]

@@ -24,6 +24,7 @@ DATASETS = generate_all(
 MINER = BM25Miner(
     MiningSettings(
         top_k=10,
+        depth={},
         include_positives=False,
         group_size=8,
         hard_negatives=4,

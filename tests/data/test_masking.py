@@ -31,6 +31,7 @@ SIZES = dict(
 )
 MINING = MiningSettings(
     top_k=20,
+    depth={},
     include_positives=False,
     group_size=8,
     hard_negatives=4,

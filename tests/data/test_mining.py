@@ -10,6 +10,7 @@ from r2r.types import Passage, Query, RetrievalDataset
 # The paper's mining (conf/config.yaml holds the run's); each test changes what it checks.
 PAPER = dict(
     top_k=20,
+    depth={},
     include_positives=False,
     group_size=8,
     hard_negatives=4,
@@ -19,7 +20,7 @@ PAPER = dict(
 )
 
 
-def settings(**changes: int | bool) -> MiningSettings:
+def settings(**changes: int | bool | dict) -> MiningSettings:
     return MiningSettings(**(PAPER | changes))
 
 
@@ -68,6 +69,22 @@ def test_include_positives_appends_missing_positive() -> None:
     assert [p.id for p in lst.passages] == ["a", "c"]
 
 
+def test_a_domain_depth_replaces_top_k_for_that_domain_only(tmp_path: Path) -> None:
+    deep = BM25Miner(settings(top_k=2, depth={"medical": 5}), cache_dir=tmp_path)
+    (lst,) = deep.candidate_lists(dataset(), "test")  # the toy dataset is medical
+    assert [p.id for p in lst.passages] == ["a", "b", "c", "d", "e"]
+    shallow = BM25Miner(settings(top_k=2, depth={"legal": 5}), cache_dir=tmp_path)
+    (lst,) = shallow.candidate_lists(dataset(), "test")
+    assert [p.id for p in lst.passages] == ["a", "b"]
+    # Training groups do not depend on the depth: one cache entry, the same groups.
+    assert deep.training_groups(dataset()) == shallow.training_groups(dataset())
+    assert sorted(p.name.split("-")[1] for p in tmp_path.iterdir()) == [
+        "candidates",
+        "candidates",
+        "groups",
+    ]
+
+
 def test_training_groups_shape_and_negatives() -> None:
     mining = settings(group_size=4, hard_negatives=2, hard_skip=0, hard_depth=2, seed=3)
     groups = BM25Miner(mining).training_groups(dataset())
@@ -111,6 +128,10 @@ def test_settings_are_validated() -> None:
         settings(group_size=1)
     with pytest.raises(ValueError, match="hard_negatives"):
         settings(group_size=4, hard_negatives=4)
+    with pytest.raises(
+        ValueError, match=r"depth must map domains to a top-k >= 1, got \{'legal': 0\}"
+    ):
+        settings(depth={"legal": 0})
 
 
 def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:

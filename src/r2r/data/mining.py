@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,9 @@ class MiningSettings:
     home is the config (`mining` in conf/config.yaml): no default here for what it sets."""
 
     top_k: int  # evaluation candidates per query
+    # Domain -> its own number of evaluation candidates (deeper than top_k where the
+    # first stage misses positives and the corpus is small); other domains keep top_k.
+    depth: Mapping[str, int]
     include_positives: bool  # eval variant: add missing positives to the top-k
     group_size: int  # 1 positive + (group_size - 1) negatives
     hard_negatives: int  # drawn from the BM25 rank window below; the rest are random
@@ -56,6 +59,14 @@ class MiningSettings:
             )
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        # A plain dict (Hydra passes a DictConfig), so the settings compare and copy as values.
+        object.__setattr__(self, "depth", dict(self.depth))
+        if bad := {d: k for d, k in self.depth.items() if not isinstance(k, int) or k < 1}:
+            raise ValueError(f"depth must map domains to a top-k >= 1, got {bad}")
+
+    def depth_of(self, domain: str) -> int:
+        """The number of evaluation candidates of `domain`'s queries."""
+        return self.depth.get(domain, self.top_k)
 
 
 def dataset_fingerprint(dataset: RetrievalDataset) -> str:
@@ -80,9 +91,10 @@ class BM25Miner:
 
     # -------------------------------------------------------------- public API
     def candidate_lists(self, dataset: RetrievalDataset, split: Split) -> list[CandidateList]:
-        """BM25 top-k for each judged query of `split` (with its scores), in query-id order."""
+        """BM25 top-k for each judged query of `split` (with its scores), in query-id order;
+        k is the dataset's domain's depth."""
         s = self.settings
-        key = ("candidates", split, s.top_k, s.include_positives, s.stopwords)
+        key = ("candidates", split, s.depth_of(dataset.domain), s.include_positives, s.stopwords)
         cached = self._cached(
             dataset,
             key,
@@ -105,7 +117,12 @@ class BM25Miner:
         self, dataset: RetrievalDataset, split: Split = "train"
     ) -> list[RankingGroup]:
         """One group per (query, positive): the positive first, then hard and random negatives."""
-        key = ("groups", split, *astuple_without(self.settings, "top_k", "include_positives"))
+        # Training groups do not depend on the evaluation depth: the same cache key.
+        key = (
+            "groups",
+            split,
+            *astuple_without(self.settings, "top_k", "include_positives", "depth"),
+        )
         cached = self._cached(
             dataset,
             key,
@@ -158,7 +175,7 @@ class BM25Miner:
         rankings = self._rankings(dataset, qids, split)
         out = {}
         for qid in qids:
-            top = rankings[qid][: s.top_k]
+            top = rankings[qid][: s.depth_of(dataset.domain)]
             if s.include_positives:
                 present = {d for d, _ in top}
                 rank_of = {d: (i, sc) for i, (d, sc) in enumerate(rankings[qid])}
