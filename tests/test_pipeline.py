@@ -232,7 +232,7 @@ def test_mask_test_scores_the_abstracted_test_lists(make_cfg) -> None:
     stages = {key.split("/")[0] for key in metrics}
     assert stages == {
         f"{stage}{split}"
-        for stage in ("bm25", "zero_shot", "stage1", "fine_tuned")
+        for stage in ("bm25", "zero_shot", "stage1", "fine_tuned", "fused")
         for split in ("", ":test_seen", ":test_masked")
     }
     for name in METRIC_NAMES:
