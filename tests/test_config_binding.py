@@ -35,6 +35,7 @@ FEEDS: dict[str, tuple[str, ...]] = {
     "checkpoint": ("r2r.checkpoints.PeriodicCheckpoint",),
     "progress": ("r2r.progress.configure",),
     "routing": ("r2r.routing.system.RoutedReranker",),
+    "fusion": ("r2r.fusion.choose",),
     "routing.trainer": ("lightning.Trainer",),
     "curriculum.*.trainer": ("lightning.Trainer",),
 }

@@ -19,6 +19,7 @@ from r2r.data.errors import DataError
 from r2r.data.mining import BM25Miner
 from r2r.evaluation import evaluate
 from r2r.files import MARKER
+from r2r.fusion import Fusion
 from r2r.lit_reranker import NonFiniteLoss
 from r2r.metrics import metric_names, rank
 from r2r.models.backbones import load_tiny
@@ -58,7 +59,7 @@ def test_metric_keys_cover_stages_domains_metrics(finished) -> None:
     # The synthetic data has the in-distribution split `test_seen` beside `test`.
     expected = {
         f"{stage}{split}/{domain}/{name}"
-        for stage in ("bm25", "zero_shot", "fine_tuned")
+        for stage in ("bm25", "zero_shot", "fine_tuned", "fused")
         for split in ("", ":test_seen")
         for domain in ("legal", "medical", "finance", "all")
         for name in METRIC_NAMES
@@ -80,13 +81,17 @@ def test_outputs_written(finished) -> None:
     assert saved["config"]["domain"]["names"] == ["legal", "medical", "finance"]
     table = (out / "results.md").read_text().splitlines()
     assert table[0].startswith("| stage | domain | ndcg@5 | ndcg@10 |")
-    assert len(table) == 2 + 6 * 4 + 6  # header + (3 stages x 2 splits x 4 domain rows)
-    assert table[-7].startswith("| fine_tuned:test_seen | all |")
-    # The pooled row says what it pools (a domain without test queries fails the run), and
-    # the lists' recall caps every row.
-    assert table[-6:] == [
+    assert len(table) == 2 + 8 * 4 + 7  # header + (4 stages x 2 splits x 4 domain rows)
+    assert table[-8].startswith("| fused:test_seen | all |")
+    # The pooled row says what it pools (a domain without test queries fails the run), the
+    # fused row at which weights, and the lists' recall caps every row.
+    weights = saved["fusion"]["weights"]
+    assert table[-7:] == [
         "",
         "`all` pools the test queries of legal (6), medical (6), finance (6).",
+        "`fused` (interpolate): the experts' weight against the first stage, chosen on dev "
+        f"ndcg@10: legal {weights['legal']:g}, medical {weights['medical']:g}, finance "
+        f"{weights['finance']:g}.",
         "",
         "BM25 recall at the reranking depth (the most any row can recall):",
         "- test: legal 100.0 (top 10), medical 83.3 (top 10), finance 83.3 (top 10)",
@@ -95,16 +100,61 @@ def test_outputs_written(finished) -> None:
     for domain in ("legal", "medical", "finance"):
         files = sorted(p.name for p in (out / "experts" / domain).iterdir())
         assert files == [MARKER, "adapter_config.json", "adapter_model.safetensors", RECORD]
+    assert json.loads((out / "experts" / "fusion.json").read_text()) == saved["fusion"]
     assert sorted(p.name for p in (out / "runs").iterdir()) == [
         "bm25.test_seen.trec",
         "bm25.trec",
         "fine_tuned.test_seen.trec",
         "fine_tuned.trec",
+        "fused.test_seen.trec",
+        "fused.trec",
         "qrels.test.trec",
         "qrels.test_seen.trec",
         "zero_shot.test_seen.trec",
         "zero_shot.trec",
     ]
+
+
+def test_fused_row_is_the_experts_fused_at_their_dev_chosen_weight(finished) -> None:
+    """Each domain's weight is the best of the dev grid (the smallest of equal ones), and
+    the fused run is the fine-tuned run fused with BM25's at that weight, query by query."""
+    _, _, out = finished
+    fusion = Fusion.load(out / "experts" / "fusion.json")
+    assert (fusion.method, fusion.rrf_k, fusion.metric) == ("interpolate", 60, "ndcg@10")
+    grid = [round(0.1 * i, 1) for i in range(11)]
+    for domain in ("legal", "medical", "finance"):
+        dev = fusion.dev[domain]
+        assert sorted(dev) == grid
+        best = max(dev.values())
+        assert fusion.weights[domain] == min(w for w in grid if dev[w] == best)
+        assert dev[fusion.weights[domain]] >= dev[0.0]  # never below BM25 on dev
+    for split in ("", ".test_seen"):
+        runs = {
+            row: {
+                qid: {doc: float(score) for _, doc, score in lines}
+                for qid, lines in trec_scores(out / "runs" / f"{row}{split}.trec").items()
+            }
+            for row in ("bm25", "fine_tuned", "fused")
+        }
+        assert runs["fused"].keys() == runs["bm25"].keys()
+        for qid, fused in runs["fused"].items():
+            docs = sorted(fused)
+            want = fusion.fuse(
+                qid.split("/")[0],
+                [runs["fine_tuned"][qid][d] for d in docs],
+                [runs["bm25"][qid][d] for d in docs],
+                docs,
+            )
+            assert [fused[d] for d in docs] == pytest.approx(want, abs=1e-12)
+
+
+def trec_scores(path: Path) -> dict[str, list[tuple[int, str, str]]]:
+    """qid -> (rank, doc, score) of a TREC run file."""
+    found: dict[str, list[tuple[int, str, str]]] = {}
+    for line in path.read_text().splitlines():
+        qid, _, doc, position, score, _ = line.split()
+        found.setdefault(qid, []).append((int(position), doc, score))
+    return found
 
 
 def test_saved_expert_reproduces_fine_tuned_scores_with_plain_peft(finished) -> None:
@@ -194,7 +244,7 @@ def test_mask_test_scores_the_abstracted_test_lists(make_cfg) -> None:
     stages = {key.split("/")[0] for key in metrics}
     assert stages == {
         f"{stage}{split}"
-        for stage in ("bm25", "zero_shot", "stage1", "fine_tuned")
+        for stage in ("bm25", "zero_shot", "stage1", "fine_tuned", "fused")
         for split in ("", ":test_seen", ":test_masked")
     }
     for name in METRIC_NAMES:
@@ -248,7 +298,8 @@ def test_routing_tables_agree_with_the_stage_rows(finished) -> None:
         "finance",
     ]
     result = system.rerank("What did the court hold?", ["first text", "second text"], top_n=1)
-    assert result.expert in ("legal", "medical", "finance")
+    assert result.expert in ("legal", "medical", "finance") and not result.fused
+    assert system.fusion == Fusion.load(out / "experts" / "fusion.json")
     assert sum(result.probabilities.values()) == pytest.approx(1.0)
 
 
@@ -461,7 +512,7 @@ def test_the_dense_row_is_written_after_bm25_with_its_run_file(make_cfg) -> None
     }
     metrics = {k: v for row, items in scored.items() for k, v in evaluate(items, row).items()}
     metrics |= ceilings(job, ["test"])
-    write_outputs(job, ["test"], scored, metrics, {}, 0.0)
+    write_outputs(job, ["test"], scored, metrics, {}, None, 0.0)
     table = (job.out / "results.md").read_text().splitlines()
     assert [line.split(" | ")[:2] for line in table[2:6]] == [
         ["| bm25", "medical"],

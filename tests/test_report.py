@@ -487,6 +487,13 @@ SEEDED = {
     ],
 }
 PT_HITS = {"legal/q3"}
+# BM25 gets these right in every run; the fused row per curriculum and seed: Table 1's base
+# and the queries it gets right (BM25's, and one more).
+BM25_HITS = {"legal/q1", "legal/q2", "medical/q1"}
+FUSED = {
+    "direct": [(50.0, BM25_HITS | {"medical/q2"})] * 3,
+    "eag": [(51.0, BM25_HITS), (52.0, BM25_HITS | {"legal/q3"}), (54.0, BM25_HITS)],
+}
 
 
 def write_seeded_sweep(sweep: Path) -> None:
@@ -495,9 +502,13 @@ def write_seeded_sweep(sweep: Path) -> None:
         for seed, (tuned, hits) in enumerate(seeds):
             folder = sweep / f"{3 * i + seed}_curriculum={curriculum},seed={seed}"
             record = job(f"curriculum={curriculum}", f"seed={seed}", curriculum=curriculum)
-            write_run(folder, {"bm25": 50.0, "zero_shot": 20.0, "fine_tuned": tuned}, record)
+            fused, fused_hits = FUSED[curriculum][seed]
+            values = {"bm25": 50.0, "zero_shot": 20.0, "fine_tuned": tuned, "fused": fused}
+            write_run(folder, values, record)
             write_trec(folder, "fine_tuned", hits)
             write_trec(folder, "zero_shot", PT_HITS)
+            write_trec(folder, "bm25", BM25_HITS)
+            write_trec(folder, "fused", fused_hits)
 
 
 def half_width(values: Sequence[float]) -> float:
@@ -526,6 +537,8 @@ def test_seeds_are_one_cell_with_a_95_percent_interval(tmp_path: Path) -> None:
         row("*", "test", "legal", "PT", mean=20.0, width=0.0),
         row("direct", "test", "legal", "fine-tuned", mean=33.0, width=direct),
         row("eag", "test", "legal", "fine-tuned", mean=37.0, width=eag),
+        row("direct", "test", "legal", "fused", mean=50.0, width=0.0),
+        row("eag", "test", "legal", "fused", mean=52.0 + 1 / 3, width=half_width([51, 52, 54])),
     ]
     assert md[2:] == [*legal, *[r.replace("| legal |", "| all |") for r in legal]]
     with open(tmp_path / "table1.csv", newline="") as f:
@@ -541,7 +554,8 @@ def test_seeds_are_one_cell_with_a_95_percent_interval(tmp_path: Path) -> None:
 
 
 def test_paired_tests_over_queries_pool_the_seeds(tmp_path: Path) -> None:
-    """Fine-tuned vs PT per curriculum, EAG vs direct: a query's nDCG@10 is its mean over
+    """Fine-tuned vs PT and fused vs BM25 per curriculum, EAG vs direct: a query's nDCG@10
+    is its mean over
     the three seeds, then a paired randomisation test over the queries of each domain and
     of all (exact: all sign flips of up to 13 queries)."""
     write_seeded_sweep(tmp_path)
@@ -554,6 +568,8 @@ def test_paired_tests_over_queries_pool_the_seeds(tmp_path: Path) -> None:
     direct = pooled([h for _, h in SEEDED["direct"]])
     eag = pooled([h for _, h in SEEDED["eag"]])
     pt = pooled([PT_HITS] * 3)
+    bm25 = pooled([BM25_HITS] * 3)
+    fused = {c: pooled([h for _, h in FUSED[c]]) for c in FUSED}
     # legal/q1: direct gets it right in every seed, EAG in two of three.
     assert (direct["legal/q1"], eag["legal/q1"], pt["legal/q1"]) == (
         HIT,
@@ -582,6 +598,8 @@ def test_paired_tests_over_queries_pool_the_seeds(tmp_path: Path) -> None:
     assert rows[1:] == [
         *expected("direct", "fine-tuned vs PT", direct, pt),
         *expected("eag", "fine-tuned vs PT", eag, pt),
+        *expected("direct", "fused vs BM25", fused["direct"], bm25),
+        *expected("eag", "fused vs BM25", fused["eag"], bm25),
         *expected("*", "EAG vs direct", eag, direct),
     ]
     # Two cases by hand, all 2^n sign flips of the differences (d = HIT - MISS): direct vs
@@ -589,7 +607,11 @@ def test_paired_tests_over_queries_pool_the_seeds(tmp_path: Path) -> None:
     # p = 2 * min(4/8, 6/8) = 1; EAG vs direct on medical, (d/3, d/3): p = 2 * 1/4.
     d = HIT - MISS
     assert float(rows[1][4]) == pytest.approx(d / 9)
-    assert (float(rows[1][5]), rows[8][2], float(rows[8][5])) == (1.0, "medical", 0.5)
+    assert (float(rows[1][5]), rows[14][2], float(rows[14][5])) == (1.0, "medical", 0.5)
+    # Fused vs BM25 (direct) on all: one query of five gains d in every seed, (0, 0, 0, 0, d):
+    # half the flips reach a sum >= d, all of them <= d, so p = 2 * min(1/2, 1) = 1.
+    assert rows[9][:5] == ["direct", "fused vs BM25", "all", "5", str(d / 5)]
+    assert float(rows[9][5]) == 1.0
     md = (tmp_path / "paired.md").read_text().splitlines()
     assert md[0] == "| curriculum | comparison | domain | n queries | Δ ndcg@10 | p-value |"
     assert md[2] == "| direct | fine-tuned vs PT | legal | 3 | +4.1 | 1 |"

@@ -25,7 +25,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from r2r import progress, tracking
+from r2r import fusion, progress, tracking
 from r2r.checkpoints import RECORD, PeriodicCheckpoint, reusable
 from r2r.curriculum import JOINT, Stage, in_order
 from r2r.data.datamodule import MASKED, RerankDataModule
@@ -45,6 +45,7 @@ from r2r.evaluation import (
     trec_run,
 )
 from r2r.files import atomic_path, write_json_atomic, write_text_atomic
+from r2r.fusion import Fusion
 from r2r.lit_progress import TrainingProgress
 from r2r.lit_reranker import BestAdapter, NonFiniteLoss, RerankerModule, val_check_batches
 from r2r.losses import check_loss
@@ -171,6 +172,9 @@ def train_and_test(cfg: DictConfig, loggers: list) -> dict[str, float]:
     log.info("evaluation on %s: rank %d of %d scores 1 list in %d", job.device, rank, size, size)
     splits = eval_splits(job)
     scored = baselines(job, splits) | stage_rows(job, adapters, splits)
+    fused = fit_fusion(job, adapters[last_stage(cfg)]) if fuses(job) else None
+    if fused:
+        scored |= fused_rows(fused, scored, last_stage(cfg), splits)
     experts = expert_matrix(job, adapters[last_stage(cfg)]) if routes(job) else None
     if rank_zero_only.rank:  # DDP: rank 0 goes on alone and writes; this rank's copy goes
         shutil.rmtree(job.out, ignore_errors=True)
@@ -178,8 +182,8 @@ def train_and_test(cfg: DictConfig, loggers: list) -> dict[str, float]:
     alone()
     metrics = {k: v for row, items in scored.items() for k, v in evaluate(items, row).items()}
     metrics |= ceilings(job, splits)
-    routing = route(job, *experts) if experts else {}
-    write_outputs(job, splits, scored, metrics, routing, time.perf_counter() - started)
+    routing = route(job, *experts, fused) if experts else {}
+    write_outputs(job, splits, scored, metrics, routing, fused, time.perf_counter() - started)
     return metrics
 
 
@@ -514,6 +518,40 @@ def stage_rows(job: Job, adapters: Adapters, splits: Sequence[str]) -> Scored:
     return scored
 
 
+def fuses(job: Job) -> bool:
+    """Whether the job fits the experts' fusion: their stage is tested (the `fused` row) or
+    the job routes (system/ carries it); a train-only job scores no dev lists for it."""
+    routing = job.cfg.routing.enabled and len(job.domains) > 1
+    return stages(job.cfg)[last_stage(job.cfg)].test or routing
+
+
+def fit_fusion(job: Job, experts: Mapping[str, Path]) -> Fusion:
+    """Each expert's weight against the first stage (r2r.fusion), chosen on its own domain's
+    dev lists (scored sharded, like the test lists); saved beside the experts."""
+    bank = job.bank(experts)
+    lists = job.data.candidate_lists("dev")
+    dev = [
+        item
+        for unit in experts
+        for item in bank.score_lists(unit, [c for c in lists if c.domain == unit], sharded=True)
+    ]
+    bank.close()
+    fused = fusion.choose(dev, **job.cfg.fusion)
+    fused.save(job.out / stages(job.cfg)[last_stage(job.cfg)].folder / fusion.FILE)
+    log.info("fusion (%s): the experts' weights %s", fused.method, dict(fused.weights))
+    return fused
+
+
+def fused_rows(fused: Fusion, scored: Scored, stage: str, splits: Sequence[str]) -> Scored:
+    """The `fused` row: the experts' rows (`stage`) fused with the first stage, per split
+    (none where the stage is not tested)."""
+    return {
+        row_key("fused", split): [fused.fuse_list(item) for item in scored[row_key(stage, split)]]
+        for split in splits
+        if row_key(stage, split) in scored
+    }
+
+
 def routes(job: Job) -> bool:
     """Whether the job routes: asked to, and with more than one domain to route among."""
     if job.cfg.routing.enabled and len(job.domains) < 2:
@@ -528,11 +566,12 @@ def expert_matrix(job: Job, experts: Mapping[str, Path]) -> tuple[ExpertBank, Sc
     return bank, score_matrix(bank, job.domains, job.data.candidate_lists("test"), sharded=True)
 
 
-def route(job: Job, bank: ExpertBank, matrix: ScoreMatrix) -> dict:
+def route(job: Job, bank: ExpertBank, matrix: ScoreMatrix, fused: Fusion | None) -> dict:
     """Fit every router in `routers` on the training queries' domains (through the shared
     DataModule and the run's trainer), evaluate each on the pooled test lists (Table 2)
     next to every expert on every domain (forgetting, `matrix`); save the `routing.deploy`
-    router with the experts as `system/`. Writes routing.{md,json}; returns routing.json."""
+    router with the experts and their fusion as `system/`. Writes routing.{md,json};
+    returns routing.json."""
     cfg = job.cfg
     data = job.data
     results, systems = [], {}
@@ -551,6 +590,7 @@ def route(job: Job, bank: ExpertBank, matrix: ScoreMatrix) -> dict:
             router,
             threshold=cfg.routing.threshold,
             backbone_config=OmegaConf.to_container(cfg.backbone, resolve=True),
+            fusion=fused,
         )
         results.append(
             evaluate_router(name, systems[name], matrix, fit_s=time.perf_counter() - started)
@@ -604,17 +644,31 @@ def ceiling_lines(job: Job, splits: Sequence[str], metrics: Mapping[str, float])
 
 
 def write_outputs(
-    job: Job, splits: Sequence[str], scored: Scored, metrics: dict, routing: dict, wall: float
+    job: Job,
+    splits: Sequence[str],
+    scored: Scored,
+    metrics: dict,
+    routing: dict,
+    fused: Fusion | None,
+    wall: float,
 ) -> None:
     """results.md / results.json, TREC qrels and runs (re-scorable by any trec_eval tool),
     and the final metrics to the loggers."""
-    rows = ["bm25", "dense", "zero_shot", *stages(job.cfg)]
+    rows = ["bm25", "dense", "zero_shot", *stages(job.cfg), "fused"]
     table = results_table(metrics, [row_key(r, sp) for sp in splits for r in rows])
     counts = Counter(c.domain for c in job.data.candidate_lists("test"))
     table += "\n`all` pools the test queries of " + ", ".join(
         f"{d} ({counts[d]})" for d in job.domains
     )
-    table += ".\n" + ceiling_lines(job, splits, metrics)
+    table += ".\n"
+    if fused:
+        table += (
+            f"`fused` ({fused.method}): the experts' weight against the first stage, chosen "
+            f"on dev {fused.metric}: "
+            + ", ".join(f"{d} {w:g}" for d, w in fused.weights.items())
+            + ".\n"
+        )
+    table += ceiling_lines(job, splits, metrics)
     # Rows whose scores are one value per list on a domain (collapsed training): flagged.
     flat = sorted(f"{key}/{d}" for key, items in scored.items() for d in collapsed(items))
     if flat:
@@ -629,6 +683,7 @@ def write_outputs(
     results = {
         "metrics": metrics,
         "collapsed": flat,
+        "fusion": fused.summary() if fused else None,
         "wall_time_s": round(wall, 1),
         "job": job_record(),
         "config": OmegaConf.to_container(job.cfg, resolve=True),

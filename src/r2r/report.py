@@ -7,7 +7,8 @@ writes, by default into the sweep directory:
 - `table1.{md,csv}`: reranking per run setting, split, domain and stage.
 - `table2.{md,csv}`: routed reranking on the pooled test set, one row per run and router.
 - `table3.{md,csv}`: forgetting, every expert and the bare backbone on every domain.
-- `paired.{md,csv}`: paired tests over test queries (fine-tuned vs PT, EAG vs direct).
+- `paired.{md,csv}`: paired tests over test queries (fine-tuned vs PT, fused vs BM25, EAG
+  vs direct).
 - `plots/`: test nDCG@10 bars per domain (`table1.png`) and each routed run's forgetting
   heat map (`forgetting.png`, or `forgetting_<i>.png` for several runs).
 - `report.md`: all of the above, and the jobs that failed with their errors.
@@ -37,7 +38,8 @@ domain: legal, medical, finance, or `all`, the pooled queries) and `stage`:
   the same lists; `PT`: the pretrained backbone, zero-shot;
 - `S1`: the EAG stage-1 adapter (curriculum=eag);
 - `fine-tuned`: the domain experts, each on its own domain's queries (direct
-  fine-tuning, PT+S2, or EAG, PT+S1+S2, as the `curriculum` column says when it varies).
+  fine-tuning, PT+S2, or EAG, PT+S1+S2, as the `curriculum` column says when it varies);
+- `fused`: the experts' scores fused with BM25's at each domain's dev-chosen weight.
 Runs that record it (`bm25/<domain>/recall@depth`) add a `ceiling` column: the share of
 the positives in the first stage's lists at the reranking depth, in percent, the most any
 row reranking them can recall. It is a column on every row, not a row, because it caps
@@ -57,8 +59,8 @@ single seed prints as without them.
 Paired tests (`paired.{md,csv}`), on per-query test nDCG@10 rescored from each run's
 `runs/<row>.trec` and `runs/qrels.test.trec`: a query's score is its mean over the seeds,
 then a paired randomisation test over the queries of each domain and of all (two-sided,
-exact up to 13 queries, else 10,000 seeded sign flips), for fine-tuned vs PT in every
-setting, and EAG vs direct where runs differ only in `curriculum`. Runs without TREC files
+exact up to 13 queries, else 10,000 seeded sign flips), for fine-tuned vs PT and fused vs
+BM25 in every setting, and EAG vs direct where runs differ only in `curriculum`. Runs without TREC files
 are left out of the tests.
 """
 
@@ -97,6 +99,7 @@ STAGES = {
     "zero_shot": "PT",
     "stage1": "S1",
     "fine_tuned": "fine-tuned",
+    "fused": "fused",
 }
 UNTRAINED = ("BM25", "dense (MiniLM)", "PT")
 # The first stage's recall at the reranking depth (the run's `bm25/<domain>/recall@depth`):
@@ -608,6 +611,7 @@ def table3_markdown(names: Sequence[str], found: Sequence[Run]) -> str:
 # The paired tests' metric, on the test split's TREC runs (`runs/<row>.trec`).
 PAIRED_METRIC = "ndcg@10"
 CURRICULUM = ("curriculum", "curriculum.name")  # the choice, or its config leaf
+FUSED = "fused vs BM25"
 PAIRED_TAIL = ("comparison", "domain", "n queries", f"Δ {PAIRED_METRIC}", "p-value")
 
 
@@ -716,6 +720,7 @@ def paired(runs: Sequence[Run]) -> tuple[list[str], list[Paired]]:
     """The paired tests of a sweep, over per-query test nDCG@10 pooled over seeds (a
     query's mean over the seeds), and the settings that name them:
     - fine-tuned vs PT: each run setting's experts against the bare backbone;
+    - fused vs BM25: each run setting's fused row against the first stage it reranks;
     - EAG vs direct: runs that differ only in `curriculum` (and seed), fine-tuned rows."""
     names = without_seeds(runs)
     groups: dict[tuple[str, ...], list[Run]] = {}
@@ -726,6 +731,7 @@ def paired(runs: Sequence[Run]) -> tuple[list[str], list[Paired]]:
         tests += paired_test(
             pooled(group, "fine_tuned"), pooled(group, "zero_shot"), settings, "fine-tuned vs PT"
         )
+        tests += paired_test(pooled(group, "fused"), pooled(group, "bm25"), settings, FUSED)
     if (curriculum := next((n for n in names if n in CURRICULUM), None)) is not None:
         at = names.index(curriculum)
         arms: dict[tuple[str, ...], dict[str, list[Run]]] = {}
@@ -736,7 +742,7 @@ def paired(runs: Sequence[Run]) -> tuple[list[str], list[Paired]]:
             if "eag" in by and "direct" in by:
                 eag, direct = pooled(by["eag"], "fine_tuned"), pooled(by["direct"], "fine_tuned")
                 tests += paired_test(eag, direct, settings, "EAG vs direct")
-    comparisons = ["fine-tuned vs PT", "EAG vs direct"]
+    comparisons = ["fine-tuned vs PT", FUSED, "EAG vs direct"]
     tests.sort(
         key=lambda t: (
             comparisons.index(t.comparison),

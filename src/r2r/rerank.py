@@ -4,8 +4,11 @@
 
 Each input line: {"id": "q1", "query": "...", "documents": ["text", ...] or
 [{"id": "d1", "text": "...", "title": "..."}, ...], "domain": "legal" (optional, read only
-by the oracle router)}. Each output line, in input order: {"id", "expert" (null: the bare
-backbone), "probabilities", "ranking": [{"index", "id", "score"}, ...] best first}.
+by the oracle router), "scores": [12.1, 7.4, ...] (optional: the first stage's score of
+each document, in order; a system saved with fusion.json then fuses its expert's scores
+with them)}. Each output line, in input order: {"id", "expert" (null: the bare backbone),
+"probabilities", "fused" (whether the scores are fused), "ranking": [{"index", "id",
+"score"}, ...] best first}.
 Bad input fails before any scoring, naming the file, line and field; the output file
 appears only when complete.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +40,7 @@ class Request:
     documents: tuple[Document, ...]
     domain: str | None
     line: int
+    scores: tuple[float, ...] | None = None  # the first stage's, one per document
 
 
 def read_requests(path: Path) -> list[Request]:
@@ -91,8 +96,23 @@ def _request(row: dict, path: Path, line_no: int, *, default_id: str) -> Request
     domain = row.get("domain")
     if domain is not None and not isinstance(domain, str):
         raise bad("must be a string", "domain")
+    scores = row.get("scores")
+    if scores is not None:
+        if not isinstance(scores, list) or len(scores) != len(documents):
+            raise bad(f"must be a list of {len(documents)} numbers, one per document", "scores")
+        for k, score in enumerate(scores):
+            if isinstance(score, bool) or not isinstance(score, int | float):
+                raise bad("must be a number", f"scores[{k}]")
+            if not math.isfinite(score):
+                raise bad("must be finite", f"scores[{k}]")
+        scores = tuple(float(score) for score in scores)
     return Request(
-        ident(row.get("id"), default_id, bad, "id"), query, tuple(documents), domain, line_no
+        ident(row.get("id"), default_id, bad, "id"),
+        query,
+        tuple(documents),
+        domain,
+        line_no,
+        scores,
     )
 
 
@@ -112,6 +132,7 @@ def result_row(request: Request, result: RerankResult) -> dict:
         "id": request.id,
         "expert": result.expert,
         "probabilities": dict(result.probabilities),
+        "fused": result.fused,
         "ranking": [{"index": r.index, "id": r.id, "score": r.score} for r in result.ranking],
     }
 
@@ -139,6 +160,7 @@ def rerank_requests(
                 [(r.query, r.documents) for r in part],
                 top_n,
                 true_domains=truth[start : start + chunk] if truth else None,
+                first_stage_scores=[r.scores for r in part],
             )
             for request, result in zip(part, results, strict=True):
                 out.write(json.dumps(result_row(request, result)) + "\n")
@@ -147,9 +169,13 @@ def rerank_requests(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("system", type=Path, help="a saved system folder (system.json)")
-    parser.add_argument("input", type=Path, help="JSONL: id, query, documents[, domain]")
+    parser.add_argument("input", type=Path, help="JSONL: id, query, documents[, domain][, scores]")
     parser.add_argument("output", type=Path, help="JSONL of rankings, in input order")
     parser.add_argument("--top-n", type=int, default=None, help="keep the best N (default all)")
     parser.add_argument("--chunk", type=int, default=32, help="queries routed per batch")
@@ -172,6 +198,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, OutputError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if system.fusion is None and any(r.scores is not None for r in requests):
+        print(
+            f"note: {args.system} has no fusion.json: the requests' first-stage scores are "
+            "not used",
+            file=sys.stderr,
+        )
     n = rerank_requests(system, requests, args.output, top_n=args.top_n, chunk=args.chunk)
     print(f"reranked {n} queries -> {args.output}")
     return 0

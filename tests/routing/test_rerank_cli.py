@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from r2r.data.errors import DataError
+from r2r.fusion import Fusion
 from r2r.rerank import main, read_requests
 from r2r.routing import OracleRouter
 from r2r.routing.system import RoutedReranker
@@ -47,6 +48,16 @@ def system_dir(random_experts, expert_bank, tmp_path_factory: pytest.TempPathFac
     return system.save(tmp_path_factory.mktemp("system") / "system")
 
 
+@pytest.fixture(scope="module")
+def fused_system_dir(random_experts, expert_bank, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    bank = expert_bank(random_experts(DOMAINS, scale=0.2))
+    fusion = Fusion("interpolate", {"legal": 0.0, "medical": 0.5}, 60, "ndcg@10")
+    system = RoutedReranker(
+        bank, OracleRouter(DOMAINS), threshold=0.0, backbone_config=TINY, fusion=fusion
+    )
+    return system.save(tmp_path_factory.mktemp("fused") / "system")
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
     return path
@@ -71,6 +82,36 @@ def test_cli_writes_the_systems_rankings_in_input_order(system_dir: Path, tmp_pa
         [r.score for r in want.ranking], abs=1e-6
     )
     assert out[0]["ranking"][0]["id"] == str(out[0]["ranking"][0]["index"])
+
+
+def test_requests_with_first_stage_scores_are_fused(
+    fused_system_dir: Path, system_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [
+        {**ROWS[0], "scores": [1.0, 3.0, 2.0]},  # legal: weight 0, BM25's order
+        {**ROWS[1], "scores": [0, 7.5]},  # medical: weight 0.5
+        ROWS[2],  # no scores: the expert's own
+    ]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    assert main([str(fused_system_dir), str(source), str(tmp_path / "out.jsonl")]) == 0
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [row["fused"] for row in out] == [True, True, False]
+    assert [r["index"] for r in out[0]["ranking"]] == [1, 2, 0]
+    assert [r["score"] for r in out[0]["ranking"]] == [1.0, 0.5, 0.0]
+    system = RoutedReranker.load(fused_system_dir)
+    docs_b = [Passage("x", "75 mg daily"), Passage("y", "bail", "t")]
+    want = system.rerank("aspirin dose", docs_b, true_domain="medical", first_stage_scores=[0, 7.5])
+    assert [(r["id"], r["score"]) for r in out[1]["ranking"]] == [
+        (r.id, pytest.approx(r.score, abs=1e-6)) for r in want.ranking
+    ]
+    # A system saved without fusion ranks by its experts' scores alone, and says so.
+    capsys.readouterr()
+    assert main([str(system_dir), str(source), str(tmp_path / "plain.jsonl")]) == 0
+    assert "has no fusion.json: the requests' first-stage scores are not used" in (
+        capsys.readouterr().err
+    )
+    plain = [json.loads(line) for line in (tmp_path / "plain.jsonl").read_text().splitlines()]
+    assert [row["fused"] for row in plain] == [False, False, False]
 
 
 @pytest.mark.parametrize(
@@ -100,6 +141,11 @@ def test_cli_writes_the_systems_rankings_in_input_order(system_dir: Path, tmp_pa
             ],
             ":2 field 'domain'",
         ),
+        ([{"query": "q", "documents": ["d", "e"], "scores": [1.0]}], ":1 field 'scores'"),
+        ([{"query": "q", "documents": ["d"], "scores": 1.0}], ":1 field 'scores'"),
+        ([{"query": "q", "documents": ["d", "e"], "scores": [1, "2"]}], ":1 field 'scores[1]'"),
+        ([{"query": "q", "documents": ["d"], "scores": [True]}], ":1 field 'scores[0]'"),
+        (['{"query": "q", "documents": ["d"], "scores": [NaN]}'], ":1 field 'scores[0]'"),
     ],
 )
 def test_bad_input_names_line_and_field(

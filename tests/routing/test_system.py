@@ -11,6 +11,7 @@ from peft import PeftModel
 
 from r2r.data.errors import DataError
 from r2r.files import MARKER
+from r2r.fusion import Fusion
 from r2r.models.backbones import load_tiny
 from r2r.models.scorer import RerankerScorer
 from r2r.models.templates import QWEN3_RERANKER, PairEncoder
@@ -140,14 +141,60 @@ def test_save_and_load_round_trip(expert_dirs, expert_bank, tmp_path: Path) -> N
     before = system.rerank_batch(ITEMS, top_n=3, true_domains=TRUTH)
     folder = system.save(tmp_path / "system")
     assert sorted(p.name for p in folder.iterdir()) == [MARKER, "experts", "router", "system.json"]
-    again = RoutedReranker.load(folder)
-    assert (again.experts, again.threshold) == (list(DOMAINS), 0.0)
+    again = RoutedReranker.load(folder)  # a system saved without fusion loads without it
+    assert (again.experts, again.threshold, again.fusion) == (list(DOMAINS), 0.0, None)
     assert (again.bank.inputs, again.bank.batch_size) == (bank.inputs, bank.batch_size)
     after = again.rerank_batch(ITEMS, top_n=3, true_domains=TRUTH)
     assert [r.expert for r in after] == [r.expert for r in before]
     for a, b in zip(after, before, strict=True):
         assert [(r.index, r.id) for r in a.ranking] == [(r.index, r.id) for r in b.ranking]
         assert [r.score for r in a.ranking] == pytest.approx([r.score for r in b.ranking], abs=1e-6)
+
+
+FUSION = Fusion("interpolate", {"legal": 0.5, "medical": 0.0, "finance": 1.0}, 60, "ndcg@10")
+FIRST = [[3.0, 1.0, 2.0], [0.0, 9.0, 4.5], [1.0, 1.0, 2.0], [5.0, 0.0, 0.0]]
+
+
+def test_fusion_of_requests_with_first_stage_scores(expert_dirs, expert_bank, tmp_path) -> None:
+    """With first-stage scores, each query's expert scores are fused at that expert's
+    weight; without them, or on the bare backbone, they are the expert's own. Saved and
+    loaded with the system (fusion.json)."""
+    table = {
+        q: p for (q, _), p in zip(ITEMS, [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]], strict=True)
+    }
+    bank = expert_bank(expert_dirs, **INPUTS)
+    router = FixedRouter(DOMAINS, table)
+    system = RoutedReranker(bank, router, threshold=0.0, backbone_config=TINY, fusion=FUSION)
+    plain = system.rerank_batch(ITEMS)
+    fused = system.rerank_batch(ITEMS, first_stage_scores=FIRST)
+    assert [r.expert for r in fused] == ["legal", "medical", "finance", None]
+    assert [r.fused for r in fused] == [True, True, True, False]
+    for result, unfused, first in zip(fused, plain, FIRST, strict=True):
+        own = [r.score for r in sorted(unfused.ranking, key=lambda r: r.index)]
+        ids = [str(j) for j in range(len(own))]
+        want = own if result.expert is None else list(FUSION.fuse(result.expert, own, first, ids))
+        assert [r.score for r in sorted(result.ranking, key=lambda r: r.index)] == want
+    # medical's weight 0 is the first stage's order; finance's 1 the expert's own.
+    assert [r.index for r in fused[1].ranking] == [1, 2, 0]
+    assert [r.index for r in fused[2].ranking] == [r.index for r in plain[2].ranking]
+    one = system.rerank(ITEMS[0][0], ITEMS[0][1], first_stage_scores=FIRST[0])
+    assert one.ranking == fused[0].ranking and one.fused
+    partly = system.rerank_batch(ITEMS[:2], first_stage_scores=[FIRST[0], None])
+    assert [r.fused for r in partly] == [True, False]
+    assert partly[1].ranking == plain[1].ranking
+    oracle = RoutedReranker(
+        bank, OracleRouter(DOMAINS), threshold=0.0, backbone_config=TINY, fusion=FUSION
+    )
+    again = RoutedReranker.load(oracle.save(tmp_path / "system"))
+    assert again.fusion == FUSION
+    assert (tmp_path / "system" / "fusion.json").is_file()
+    with pytest.raises(ValueError, match="query 1: 3 documents but 2 first-stage scores"):
+        system.rerank_batch(ITEMS[:2], first_stage_scores=[FIRST[0], [1.0, 2.0]])
+    with pytest.raises(ValueError, match="2 queries but 1 first-stage score lists"):
+        system.rerank_batch(ITEMS[:2], first_stage_scores=[FIRST[0]])
+    with pytest.raises(ValueError, match=r"no weight for the experts \['finance'\]"):
+        partial = Fusion("rrf", {"legal": 0.5, "medical": 0.5}, 60, "ndcg@10")
+        RoutedReranker(bank, router, threshold=0.0, fusion=partial)
 
 
 def test_bad_systems(expert_dirs, expert_bank, tmp_path: Path) -> None:

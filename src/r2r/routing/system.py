@@ -3,12 +3,16 @@
     system = RoutedReranker.load("outputs/.../system", device="auto")
     result = system.rerank("What is the bail period?", ["doc one", "doc two"], top_n=1)
     result.expert, result.probabilities, result.ranking[0].score
+    # With the first stage's scores of the documents: fused (r2r.fusion, system/fusion.json)
+    system.rerank("What is the bail period?", docs, first_stage_scores=[12.1, 7.4])
 
 Every query goes to its router's top expert, or to the bare backbone when the top
 probability is under `threshold` (a router that gives no probability, `none`, always
 leaves the backbone bare). `rerank_batch` routes many queries at once and scores the
 pairs expert by expert through the `ExpertBank`, so each forward pass runs under a single
-adapter.
+adapter. A system saved with its experts' fusion weights (fusion.json) fuses a query's
+scores with the first stage's where they are given and an expert scored it; the bare
+backbone has no weight and ranks by its own scores.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import torch
 
 from r2r.errors import DataError
 from r2r.files import atomic_path, write_json_atomic
+from r2r.fusion import FILE as FUSION_FILE
+from r2r.fusion import Fusion
 from r2r.metrics import rank
 from r2r.models import backbones
 from r2r.models.backbones import Backbone
@@ -52,6 +58,7 @@ class RerankResult:
     expert: str | None  # None: the bare backbone
     probabilities: Mapping[str, float]
     ranking: tuple[Ranked, ...]  # best first
+    fused: bool = False  # the scores are the expert's fused with the first stage's
 
 
 def route(
@@ -73,7 +80,8 @@ class RoutedReranker:
     """Routes each query to one expert of an `ExpertBank` and reranks with it.
 
     Built whole from a bank and a router; `backbone_config` (the backbone's Hydra config) is
-    what `save` writes so that `load` can rebuild the backbone.
+    what `save` writes so that `load` can rebuild the backbone; `fusion` (a weight per
+    expert) fuses the scores of requests that carry the first stage's scores.
     """
 
     def __init__(
@@ -83,15 +91,19 @@ class RoutedReranker:
         *,
         threshold: float,
         backbone_config: Mapping[str, Any] | None = None,
+        fusion: Fusion | None = None,
     ) -> None:
         if missing := sorted(set(router.domains) - set(bank.names)):
             raise ValueError(f"the router routes to {missing}, which have no expert")
+        if fusion is not None and (missing := sorted(set(router.domains) - set(fusion.weights))):
+            raise ValueError(f"the fusion has no weight for the experts {missing}")
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be within [0, 1], got {threshold}")
         self.bank = bank
         self.router = router
         self.threshold = threshold
         self.backbone_config = dict(backbone_config or {})
+        self.fusion = fusion
 
     @property
     def experts(self) -> list[str]:
@@ -111,9 +123,13 @@ class RoutedReranker:
         top_n: int | None = None,
         *,
         true_domain: str | None = None,
+        first_stage_scores: Sequence[float] | None = None,
     ) -> RerankResult:
         truth = None if true_domain is None else [true_domain]
-        return self.rerank_batch([(query, documents)], top_n, true_domains=truth)[0]
+        first = None if first_stage_scores is None else [first_stage_scores]
+        return self.rerank_batch(
+            [(query, documents)], top_n, true_domains=truth, first_stage_scores=first
+        )[0]
 
     def rerank_batch(
         self,
@@ -121,10 +137,21 @@ class RoutedReranker:
         top_n: int | None = None,
         *,
         true_domains: Sequence[str] | None = None,
+        first_stage_scores: Sequence[Sequence[float] | None] | None = None,
     ) -> list[RerankResult]:
-        """Route every query, then score all pairs of one expert together."""
+        """Route every query, then score all pairs of one expert together. Where an item has
+        first-stage scores (one per document; None: not that item) and `fusion`, its
+        expert's scores are fused with them."""
         if top_n is not None and top_n < 1:
             raise ValueError(f"top_n must be at least 1, got {top_n}")
+        first = list(first_stage_scores or [None] * len(items))
+        if len(first) != len(items):
+            raise ValueError(f"{len(items)} queries but {len(first)} first-stage score lists")
+        for i, ((_, docs), given) in enumerate(zip(items, first, strict=True)):
+            if given is not None and len(given) != len(docs):
+                raise ValueError(
+                    f"query {i}: {len(docs)} documents but {len(given)} first-stage scores"
+                )
         routes = self.route([query for query, _ in items], true_domains=true_domains)
         texts = [[_text(d) for d in docs] for _, docs in items]
         scores: list[list[float]] = [[0.0] * len(docs) for docs in texts]
@@ -138,17 +165,23 @@ class RoutedReranker:
             for (i, j), value in zip(pairs, got, strict=True):
                 scores[i][j] = value
         results = []
-        for (_, docs), (expert, probs), item_scores in zip(items, routes, scores, strict=True):
+        for (_, docs), (expert, probs), item_scores, given in zip(
+            items, routes, scores, first, strict=True
+        ):
             ids = [_id(d, j) for j, d in enumerate(docs)]
+            fused = self.fusion is not None and expert is not None and given is not None
+            if fused:
+                item_scores = list(self.fusion.fuse(expert, item_scores, given, ids))
             position = {doc_id: j for j, doc_id in enumerate(ids)}
             order = rank(ids, item_scores)[:top_n]
             ranking = tuple(Ranked(position[d], d, item_scores[position[d]]) for d in order)
-            results.append(RerankResult(expert, probs, ranking))
+            results.append(RerankResult(expert, probs, ranking, fused))
         return results
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | Path) -> Path:
-        """`system.json`, `experts/<name>/` (peft adapters) and `router/`, written whole."""
+        """`system.json`, `experts/<name>/` (peft adapters), `router/` and, with a fusion,
+        `fusion.json`, written whole."""
         if not self.backbone_config:
             raise ValueError("save needs backbone_config (the backbone's Hydra config)")
         folder = Path(folder)
@@ -164,6 +197,8 @@ class RoutedReranker:
                 "batch_size": self.bank.batch_size,
             }
             write_json_atomic(staged / "system.json", meta)
+            if self.fusion is not None:
+                self.fusion.save(staged / FUSION_FILE)
         return folder
 
     @classmethod
@@ -176,7 +211,8 @@ class RoutedReranker:
     ) -> RoutedReranker:
         """Rebuild a saved system on `device` ("cpu", "cuda", "cuda:N" or "auto": CUDA where
         available); the backbone comes from its saved config unless given, and keeps its
-        dtype. Its router's backbone features are computed on that device too."""
+        dtype. Its router's backbone features are computed on that device too. A system
+        saved without fusion.json (or before fusion existed) loads without fusion."""
         folder = Path(folder)
         path = folder / "system.json"
         if not path.is_file():
@@ -186,6 +222,7 @@ class RoutedReranker:
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise DataError(f"not a JSON file ({err})", file=path) from None
         experts = expert_names(meta.get("experts"), path)
+        fusion = Fusion.load(folder / FUSION_FILE) if (folder / FUSION_FILE).is_file() else None
         if backbone is None:
             backbone = build_backbone(meta.get("backbone"), path)
         bank = ExpertBank(
@@ -196,7 +233,13 @@ class RoutedReranker:
             device=device,
         )
         router = load_router(folder / "router", backbone=backbone, model=bank.model)
-        return cls(bank, router, threshold=meta["threshold"], backbone_config=meta["backbone"])
+        return cls(
+            bank,
+            router,
+            threshold=meta["threshold"],
+            backbone_config=meta["backbone"],
+            fusion=fusion,
+        )
 
 
 # What a system.json may name: r2r's own backbone loaders and template builder. A saved
