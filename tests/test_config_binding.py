@@ -60,6 +60,7 @@ READ_BY_PIPELINE = (
     "routing.fallback",
     "routing.balanced",
     "routing.probes",
+    "routing.note",
 )
 # Plain values that exist only to be interpolated: once any of a table's values is, all must
 # be (a table no node reads is dormant: debug=fast sets data.sizes for data=real too).

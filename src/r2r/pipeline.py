@@ -560,7 +560,7 @@ def write_routing(
         "n_probes": sum(d in job.domains for d in probes.domains) if probes else 0,
         "n_pseudo": n_pseudo,
     }
-    report = routing_report(results, table, **counts)
+    report = routing_report(results, table, note=job.cfg.routing.note, **counts)
     write_text_atomic(job.out / "routing.md", report)
     summary = routing_summary(results, table, deployed=job.cfg.routing.deploy, **counts)
     write_json_atomic(job.out / "routing.json", summary)

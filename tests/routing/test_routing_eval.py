@@ -193,7 +193,8 @@ def test_accuracy_per_domain_on_test_queries_and_probes_with_a_fallback(bank, ma
     assert (bare.domain_accuracy, bare.probe_accuracy, bare.base_share) == ({}, {}, {})
 
     counts = {"domains": DOMAINS, "n_queries": 4, "n_unseen": 4, "n_probes": 3, "n_pseudo": 7}
-    report = routing_report([always, fallback, bare], forgetting(matrix), **counts)
+    report = routing_report([always, fallback, bare], forgetting(matrix), note="Tiny.", **counts)
+    assert report.startswith("Note: Tiny.\n\nPooled test set: 4 queries")
     assert "also learnt from 7 pseudo-queries" in report
     assert "`probe`: 3 short one-line questions written by hand" in report
     table = accuracy_table([always, fallback, bare]).splitlines()

@@ -253,6 +253,7 @@ def routing_report(
     n_unseen: int,
     n_probes: int = 0,
     n_pseudo: int = 0,
+    note: str | None = None,
 ) -> str:
     """routing.md: the pooled test set, Table 2, routing accuracy per domain (test queries
     and probe questions) and the forgetting table."""
@@ -264,7 +265,8 @@ def routing_report(
         else ""
     )
     return (
-        f"Pooled test set: {n_queries} queries from {list(domains)} "
+        (f"Note: {note}\n\n" if note else "")
+        + f"Pooled test set: {n_queries} queries from {list(domains)} "
         f"({n_unseen} of them never seen by the routers in training)."
         + (
             f" The trained routers also learnt from {n_pseudo} pseudo-queries (spans of the "
