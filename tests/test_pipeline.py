@@ -192,6 +192,10 @@ def test_mask_test_scores_the_abstracted_test_lists(make_cfg) -> None:
     )
 
 
+DOMAIN_ROWS = ["all", "finance", "legal", "medical"]
+PSEUDO = 402
+
+
 def test_routing_tables_agree_with_the_stage_rows(finished) -> None:
     """Table 2's oracle row is the fine-tuned row (each query to its own expert), `none` and
     the forgetting table's base row are the zero-shot row; the saved system reloads."""
@@ -200,6 +204,7 @@ def test_routing_tables_agree_with_the_stage_rows(finished) -> None:
     assert sorted(routing["routers"]) == [
         "embedding_mlp",
         "lsr",
+        "lsr@0.6",  # routing.fallback
         "none",
         "oracle",
         "random",
@@ -221,9 +226,19 @@ def test_routing_tables_agree_with_the_stage_rows(finished) -> None:
     oracle = routing["routers"]["oracle"]
     assert (oracle["accuracy"], oracle["macro_f1"], oracle["n_params"]) == (100.0, 100.0, 0)
     assert routing["routers"]["none"]["accuracy"] is None
-    assert routing["routers"]["lsr"]["n_params"] == 64 * 3 + 3  # linear head on 64-d states
+    # tiny_synthetic: an MLP head (256 hidden) on the 64-d mean input embeddings.
+    assert routing["routers"]["lsr"]["n_params"] == 64 * 256 + 256 + 256 * 3 + 3
     assert sorted(routing["forgetting"]) == ["base", "finance", "legal", "medical"]
-    assert "Routed reranking (Table 2)" in (out / "routing.md").read_text()
+    # The shipped probe questions, routed by every router that picks experts.
+    assert (routing["probe_questions"], routing["pseudo_queries"]) == (45, PSEUDO)
+    for name in ("oracle", "lsr", "lsr@0.6", "tfidf", "embedding_mlp", "random"):
+        assert sorted(routing["routers"][name]["probe_accuracy"]) == DOMAIN_ROWS, name
+    assert routing["routers"]["oracle"]["probe_accuracy"]["all"] == 100.0
+    assert routing["routers"]["none"]["probe_accuracy"] == {}
+    report = (out / "routing.md").read_text()
+    assert "Routed reranking (Table 2)" in report
+    assert report.startswith("Note: The backbone is a random-weight 2-layer model")
+    assert "| router | test finance | test legal | test medical | test all | probe" in report
 
     from r2r.routing import LatentSemanticRouter
     from r2r.routing.system import RoutedReranker
