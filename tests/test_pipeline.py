@@ -160,7 +160,9 @@ def test_bad_domain_selection_is_a_clear_error(make_cfg) -> None:
 @pytest.mark.slow
 def test_default_job_fine_tuning_beats_zero_shot(make_cfg) -> None:
     """`python run.py` as shipped: the fine-tuned experts clearly beat the zero-shot model,
-    and the learned routers beat the random one (measured: lsr 74.4%, tfidf 100%)."""
+    and the learned routers beat the random one (measured with benchmarks/router_accuracy.py:
+    lsr 99.4% on layer-0 mean embeddings, 74.4% on the paper's last-token state; tfidf and
+    embedding_mlp 100%)."""
     cfg = make_cfg("logger=none", "trainer.enable_progress_bar=false")
     metrics = run(cfg)
     assert metrics["fine_tuned/all/ndcg@10"] > metrics["zero_shot/all/ndcg@10"] + 5.0
