@@ -103,9 +103,8 @@ def main(common: list[str], variants: list[str]) -> dict:
                 instantiate(cfg.routers[name]), names, backbone=backbone, model=backbone.model
             )
             folder = Path(cfg.paths.cache) / "features"
-            router.featurizer = memos.setdefault(
-                router.featurizer.key, Memo(router.featurizer, folder)
-            )
+            if featurizer := getattr(router, "featurizer", None):  # tfidf has none
+                router.featurizer = memos.setdefault(featurizer.key, Memo(featurizer, folder))
             started = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
