@@ -37,6 +37,7 @@ FEEDS: dict[str, tuple[str, ...]] = {
     "routing": ("r2r.routing.system.RoutedReranker",),
     "fusion": ("r2r.fusion.choose",),
     "routing.trainer": ("lightning.Trainer",),
+    "routing.pseudo_queries": ("r2r.routing.pseudo.pseudo_queries",),
     "curriculum.*.trainer": ("lightning.Trainer",),
 }
 
@@ -58,10 +59,14 @@ READ_BY_PIPELINE = (
     "eag_steps",
     "routing.enabled",
     "routing.deploy",
+    "routing.fallback",
+    "routing.balanced",
+    "routing.probes",
+    "routing.note",
 )
 # Plain values that exist only to be interpolated: once any of a table's values is, all must
 # be (a table no node reads is dormant: debug=fast sets data.sizes for data=real too).
-INTERPOLATED = ("data.sizes", "data.seed", "eag_steps")
+INTERPOLATED = ("data.sizes", "data.seed", "eag_steps", "routing.balanced")
 
 # Nodes that only hold other nodes (each child is bound or read by the pipeline).
 CONTAINERS = ("", "data", "data.sources", "domain", "logger", "routers", "curriculum")

@@ -223,7 +223,9 @@ def test_bad_domain_selection_is_a_clear_error(make_cfg) -> None:
 @pytest.mark.slow
 def test_default_job_fine_tuning_beats_zero_shot(make_cfg) -> None:
     """`python run.py` as shipped: the fine-tuned experts clearly beat the zero-shot model,
-    and the learned routers beat the random one (measured: lsr 74.4%, tfidf 100%)."""
+    and the learned routers beat the random one (measured with benchmarks/router_accuracy.py:
+    lsr 99.4% on layer-0 mean embeddings, 74.4% on the paper's last-token state; tfidf and
+    embedding_mlp 100%)."""
     cfg = make_cfg("logger=none", "trainer.enable_progress_bar=false")
     metrics = run(cfg)
     assert metrics["fine_tuned/all/ndcg@10"] > metrics["zero_shot/all/ndcg@10"] + 5.0
@@ -255,6 +257,10 @@ def test_mask_test_scores_the_abstracted_test_lists(make_cfg) -> None:
     )
 
 
+DOMAIN_ROWS = ["all", "finance", "legal", "medical"]
+PSEUDO = 402
+
+
 def test_routing_tables_agree_with_the_stage_rows(finished) -> None:
     """Table 2's oracle row is the fine-tuned row (each query to its own expert), `none` and
     the forgetting table's base row are the zero-shot row; the saved system reloads."""
@@ -263,6 +269,7 @@ def test_routing_tables_agree_with_the_stage_rows(finished) -> None:
     assert sorted(routing["routers"]) == [
         "embedding_mlp",
         "lsr",
+        "lsr@0.6",  # routing.fallback
         "none",
         "oracle",
         "random",
@@ -284,9 +291,19 @@ def test_routing_tables_agree_with_the_stage_rows(finished) -> None:
     oracle = routing["routers"]["oracle"]
     assert (oracle["accuracy"], oracle["macro_f1"], oracle["n_params"]) == (100.0, 100.0, 0)
     assert routing["routers"]["none"]["accuracy"] is None
-    assert routing["routers"]["lsr"]["n_params"] == 64 * 3 + 3  # linear head on 64-d states
+    # tiny_synthetic: an MLP head (256 hidden) on the 64-d mean input embeddings.
+    assert routing["routers"]["lsr"]["n_params"] == 64 * 256 + 256 + 256 * 3 + 3
     assert sorted(routing["forgetting"]) == ["base", "finance", "legal", "medical"]
-    assert "Routed reranking (Table 2)" in (out / "routing.md").read_text()
+    # The shipped probe questions, routed by every router that picks experts.
+    assert (routing["probe_questions"], routing["pseudo_queries"]) == (45, PSEUDO)
+    for name in ("oracle", "lsr", "lsr@0.6", "tfidf", "embedding_mlp", "random"):
+        assert sorted(routing["routers"][name]["probe_accuracy"]) == DOMAIN_ROWS, name
+    assert routing["routers"]["oracle"]["probe_accuracy"]["all"] == 100.0
+    assert routing["routers"]["none"]["probe_accuracy"] == {}
+    report = (out / "routing.md").read_text()
+    assert "Routed reranking (Table 2)" in report
+    assert report.startswith("Note: The backbone is a random-weight 2-layer model")
+    assert "| router | test finance | test legal | test medical | test all | probe" in report
 
     from r2r.routing import LatentSemanticRouter
     from r2r.routing.system import RoutedReranker

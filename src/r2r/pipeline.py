@@ -28,7 +28,7 @@ from omegaconf.errors import InterpolationResolutionError
 from r2r import fusion, progress, tracking
 from r2r.checkpoints import RECORD, PeriodicCheckpoint, reusable
 from r2r.curriculum import JOINT, Stage, in_order
-from r2r.data.datamodule import MASKED, RerankDataModule
+from r2r.data.datamodule import MASKED, QuerySet, RerankDataModule
 from r2r.data.masking.strategies import Masker
 from r2r.data.mining import BM25Miner
 from r2r.devices import resolve_device, world
@@ -69,6 +69,8 @@ from r2r.routing.evaluation import (
     routing_summary,
     score_matrix,
 )
+from r2r.routing.probes import load_probes
+from r2r.routing.pseudo import pseudo_queries
 from r2r.routing.system import RoutedReranker
 from r2r.sweep import (
     Interrupted,
@@ -77,7 +79,7 @@ from r2r.sweep import (
     job_record,
     record_failure,
 )
-from r2r.types import SPLITS, RetrievalDataset, ScoredList
+from r2r.types import SPLITS, LabelledQueries, RetrievalDataset, ScoredList
 
 log = logging.getLogger(__name__)
 Adapters = dict[str, dict[str, Path]]  # stage -> unit (domain, or JOINT) -> adapter folder
@@ -567,13 +569,16 @@ def expert_matrix(job: Job, experts: Mapping[str, Path]) -> tuple[ExpertBank, Sc
 
 
 def route(job: Job, bank: ExpertBank, matrix: ScoreMatrix, fused: Fusion | None) -> dict:
-    """Fit every router in `routers` on the training queries' domains (through the shared
-    DataModule and the run's trainer), evaluate each on the pooled test lists (Table 2)
-    next to every expert on every domain (forgetting, `matrix`); save the `routing.deploy`
-    router with the experts and their fusion as `system/`. Writes routing.{md,json};
-    returns routing.json."""
+    """Fit every router in `routers` on the training queries' domains and the pseudo-queries
+    (with the run's trainer), evaluate each on the pooled test lists (Table 2) and the probe
+    questions, next to every expert on every domain (forgetting, `matrix`), and each
+    `routing.fallback` router again with its threshold; save the `routing.deploy` router
+    with the experts and their fusion as `system/`. Writes routing.{md,json}; returns
+    routing.json."""
     cfg = job.cfg
-    data = job.data
+    pseudo = pseudo_queries(job.datasets, **cfg.routing.pseudo_queries)
+    data = router_data(job.data, pseudo, seed=cfg.seed)
+    probes = load_probes(cfg.routing.probes) if cfg.routing.probes else None
     results, systems = [], {}
     for name, factory in instantiate(cfg.routers).items():
         router = build_router(
@@ -592,12 +597,25 @@ def route(job: Job, bank: ExpertBank, matrix: ScoreMatrix, fused: Fusion | None)
             backbone_config=OmegaConf.to_container(cfg.backbone, resolve=True),
             fusion=fused,
         )
-        results.append(
-            evaluate_router(name, systems[name], matrix, fit_s=time.perf_counter() - started)
-        )
+        fit_s = time.perf_counter() - started
+        results.append(evaluate_router(name, systems[name], matrix, fit_s=fit_s, probes=probes))
+    for name, threshold in (cfg.routing.fallback or {}).items():
+        if name in systems:  # a router dropped from `routers` has no fallback row
+            fallback = RoutedReranker(bank, systems[name].router, threshold=threshold)
+            results.append(
+                evaluate_router(f"{name}@{threshold:g}", fallback, matrix, probes=probes)
+            )
     if cfg.routing.deploy:
         systems[cfg.routing.deploy].save(job.out / "system")
-    return write_routing(job, results, forgetting(matrix), data)
+    return write_routing(job, results, forgetting(matrix), data, probes, len(pseudo.texts))
+
+
+def router_data(data: RerankDataModule, pseudo: LabelledQueries, *, seed: int) -> QuerySet:
+    """What routers learn from: the training queries with the pseudo-queries, and the dev
+    queries (no pseudo-query among them: dev accuracy is on real queries)."""
+    train = data.queries("train")
+    both = LabelledQueries(train.texts + pseudo.texts, train.domains + pseudo.domains)
+    return QuerySet(both, data.queries("dev"), seed=seed)
 
 
 def router_trainer(job: Job, epochs: int) -> L.Trainer:
@@ -614,14 +632,23 @@ def router_trainer(job: Job, epochs: int) -> L.Trainer:
     )
 
 
-def write_routing(job: Job, results: list, table: dict, data: RerankDataModule) -> dict:
-    test = data.candidate_lists("test")
+def write_routing(
+    job: Job,
+    results: list,
+    table: dict,
+    data: QuerySet,
+    probes: LabelledQueries | None,
+    n_pseudo: int,
+) -> dict:
+    test = job.data.candidate_lists("test")
     counts = {
         "domains": job.domains,
         "n_queries": len(test),
         "n_unseen": len({c.query.text for c in test} - set(data.queries("train").texts)),
+        "n_probes": sum(d in job.domains for d in probes.domains) if probes else 0,
+        "n_pseudo": n_pseudo,
     }
-    report = routing_report(results, table, **counts)
+    report = routing_report(results, table, note=job.cfg.routing.note, **counts)
     write_text_atomic(job.out / "routing.md", report)
     summary = routing_summary(results, table, deployed=job.cfg.routing.deploy, **counts)
     write_json_atomic(job.out / "routing.json", summary)

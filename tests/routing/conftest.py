@@ -20,10 +20,15 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def shipped_router(name: str) -> Any:
-    """conf/router/<name>.yaml with `${seed}` resolved from conf/config.yaml."""
-    seed = OmegaConf.load(CONF / "config.yaml").seed
+    """conf/router/<name>.yaml with `${seed}` and `${routing.balanced}` resolved from
+    conf/config.yaml."""
+    main = OmegaConf.load(CONF / "config.yaml")
     return OmegaConf.create(
-        {"seed": seed, "router": OmegaConf.load(CONF / "router" / f"{name}.yaml")}
+        {
+            "seed": main.seed,
+            "routing": {"balanced": main.routing.balanced},
+            "router": OmegaConf.load(CONF / "router" / f"{name}.yaml"),
+        }
     )
 
 

@@ -13,16 +13,19 @@ from r2r.evaluation import evaluate
 from r2r.models.experts import ExpertBank
 from r2r.routing import NoRouter, OracleRouter, RandomRouter, Router
 from r2r.routing.evaluation import (
+    accuracy_table,
     evaluate_router,
     forgetting,
     forgetting_table,
+    routing_report,
+    routing_summary,
     score_matrix,
     table2,
 )
 from r2r.routing.feature_router import FeatureRouter
 from r2r.routing.features import FeatureCache
 from r2r.routing.system import RoutedReranker
-from r2r.types import CandidateList, Passage, Query, ScoredList
+from r2r.types import CandidateList, LabelledQueries, Passage, Query, ScoredList
 
 DOMAINS = ("legal", "medical")
 
@@ -152,3 +155,58 @@ def test_routing_is_timed_without_the_feature_cache(
     assert router.cache is cache
     assert result.experts == ["legal", "legal", "medical", "medical"]
     assert result.routing_s > 0
+
+
+class Keyword(Router):
+    """legal with 0.7 for texts that mention bail, else medical with 0.55."""
+
+    kind = "keyword"
+
+    def predict_proba(self, texts, *, true_domains=None):
+        return torch.tensor([[0.7, 0.3] if "bail" in t else [0.45, 0.55] for t in texts])
+
+
+# The finance probe is left out: finance is not routed here.
+PROBES = LabelledQueries(
+    ("is bail possible", "aspirin for pain", "bail terms", "tax rate"),
+    ("legal", "medical", "legal", "finance"),
+)
+
+
+def test_accuracy_per_domain_on_test_queries_and_probes_with_a_fallback(bank, matrix) -> None:
+    router = Keyword(DOMAINS)
+    always = evaluated("keyword", router, bank, matrix, probes=PROBES)
+    # Test: "appeal heard" (legal) goes to medical.
+    assert always.domain_accuracy == {"legal": 50.0, "medical": 100.0, "all": 75.0}
+    assert always.probe_accuracy == {"legal": 100.0, "medical": 100.0, "all": 100.0}
+    assert always.base_share == {"test": 0.0, "probes": 0.0}
+    # At 0.6 only the bail queries reach an expert; the rest go to the bare backbone.
+    system = RoutedReranker(bank, router, threshold=0.6)
+    fallback = evaluate_router("keyword@0.6", system, matrix, probes=PROBES)
+    assert fallback.experts == ["legal", None, None, None]
+    assert fallback.domain_accuracy == {"legal": 50.0, "medical": 0.0, "all": 25.0}
+    assert fallback.probe_accuracy == pytest.approx(
+        {"legal": 100.0, "medical": 0.0, "all": 200 / 3}
+    )
+    assert fallback.base_share == pytest.approx({"test": 75.0, "probes": 100 / 3})
+    bare = evaluated("none", NoRouter(DOMAINS), bank, matrix, probes=PROBES)
+    assert (bare.domain_accuracy, bare.probe_accuracy, bare.base_share) == ({}, {}, {})
+
+    counts = {"domains": DOMAINS, "n_queries": 4, "n_unseen": 4, "n_probes": 3, "n_pseudo": 7}
+    report = routing_report([always, fallback, bare], forgetting(matrix), note="Tiny.", **counts)
+    assert report.startswith("Note: Tiny.\n\nPooled test set: 4 queries")
+    assert "also learnt from 7 pseudo-queries" in report
+    assert "`probe`: 3 short one-line questions written by hand" in report
+    table = accuracy_table([always, fallback, bare]).splitlines()
+    assert table == [
+        "| router | test legal | test medical | test all | probe legal | probe medical | "
+        "probe all | test to base | probe to base |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| keyword | 50.0 | 100.0 | 75.0 | 100.0 | 100.0 | 100.0 | 0.0 | 0.0 |",
+        "| keyword@0.6 | 50.0 | 0.0 | 25.0 | 100.0 | 0.0 | 66.7 | 75.0 | 33.3 |",
+    ]
+    assert "\n".join(table) in report
+    summary = routing_summary([always], forgetting(matrix), deployed=None, **counts)
+    assert (summary["probe_questions"], summary["pseudo_queries"]) == (3, 7)
+    assert summary["routers"]["keyword"]["probe_accuracy"] == always.probe_accuracy
+    assert summary["routers"]["keyword"]["domain_accuracy"] == always.domain_accuracy

@@ -98,7 +98,9 @@ def test_rows_sum_to_one_and_match_sklearn(router: TfidfRouter) -> None:
     # Our own softmax reproduces sklearn's predict_proba (classes order -> domains order).
     from sklearn.linear_model import LogisticRegression
 
-    clf = LogisticRegression(C=router.C, max_iter=router.max_iter, random_state=router.seed)
+    clf = LogisticRegression(
+        C=router.C, max_iter=router.max_iter, class_weight="balanced", random_state=router.seed
+    )
     clf.fit(router.vectorizer.transform(TEXTS), LABELS)
     expected = clf.predict_proba(router.vectorizer.transform(texts))[:, [2, 1, 0]]
     np.testing.assert_allclose(probs.numpy(), expected, atol=1e-6)
@@ -127,6 +129,7 @@ def test_save_load_round_trip_is_identical(router: TfidfRouter, tmp_path) -> Non
             "min_df": 1,
             "max_features": None,
             "max_iter": 2000,
+            "balanced": True,
             "seed": 0,
         },
     }

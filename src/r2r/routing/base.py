@@ -152,7 +152,14 @@ def load_router(folder: str | Path, **deps: Any) -> Router:
         raise ValueError(
             f"{path}: unknown router kind {meta.get('kind')!r}; known {sorted(ROUTERS)}"
         )
-    return ROUTERS[meta["kind"]].load(folder, meta["domains"], meta.get("settings", {}), **deps)
+    cls = ROUTERS[meta["kind"]]
+    accepted = inspect.signature(cls).parameters
+    saved = {k: v for k, v in ADDED_SETTINGS.items() if k in accepted} | meta.get("settings", {})
+    return cls.load(folder, meta["domains"], saved, **deps)
+
+
+# Settings added after routers were first saved, with the value a router saved before had.
+ADDED_SETTINGS: dict[str, Any] = {"balanced": False}
 
 
 def one_hot(indices: Sequence[int], n: int) -> torch.Tensor:

@@ -25,7 +25,7 @@ from r2r.metrics import metric_names
 from r2r.models.experts import ExpertBank
 from r2r.routing.base import Router
 from r2r.routing.system import RoutedReranker
-from r2r.types import CandidateList, ScoredList
+from r2r.types import CandidateList, LabelledQueries, ScoredList
 
 BASE = "base"  # the bare backbone's row in the forgetting table
 TABLE2_METRICS = metric_names(("ndcg", "mrr", "recall"))
@@ -51,6 +51,11 @@ class RouterResult:
     metrics: Mapping[str, float]  # `<domain>/<metric>@k` of the routed rankings
     experts: Sequence[str | None] = field(repr=False)  # the pick per query
     fit_s: float = 0.0  # time to fit the router, when the caller measured it
+    # Accuracy per true domain (and `all`) on the test queries and on the probe questions;
+    # a query sent to the bare backbone counts as wrong. `base`: the share sent there.
+    domain_accuracy: Mapping[str, float] = field(default_factory=dict)
+    probe_accuracy: Mapping[str, float] = field(default_factory=dict)
+    base_share: Mapping[str, float] = field(default_factory=dict)  # test, probes -> percent
 
     @property
     def time_fraction(self) -> float:
@@ -98,10 +103,16 @@ def forgetting(matrix: ScoreMatrix) -> dict[str, dict[str, float]]:
 
 
 def evaluate_router(
-    name: str, system: RoutedReranker, matrix: ScoreMatrix, *, fit_s: float = 0.0
+    name: str,
+    system: RoutedReranker,
+    matrix: ScoreMatrix,
+    *,
+    fit_s: float = 0.0,
+    probes: LabelledQueries | None = None,
 ) -> RouterResult:
     """Route the pooled queries with `system`'s router and score the picked experts'
-    rankings (read from `matrix`, scored by the same bank)."""
+    rankings (read from `matrix`, scored by the same bank); route the `probes` too (those of
+    the routed domains), for their accuracy per domain."""
     router = system.router
     texts = [c.query.text for c in matrix.lists]
     truth = [c.domain for c in matrix.lists]
@@ -120,9 +131,45 @@ def evaluate_router(
         accuracy = 100.0 * sum(p == t for p, t in zip(predicted, truth, strict=True)) / len(truth)
         domains = sorted(set(truth))
         macro_f1 = 100.0 * f1_score(truth, predicted, labels=domains, average="macro")
+    shares = {"test": _base_share(picks)}
+    probe_accuracy = {}
+    if probes is not None and accuracy is not None:
+        routed = set(truth)
+        kept = [(t, d) for t, d in zip(probes.texts, probes.domains, strict=True) if d in routed]
+        if kept:
+            texts, labels = zip(*kept, strict=True)
+            probe_picks = [e for e, _ in system.route(list(texts), true_domains=list(labels))]
+            probe_accuracy = accuracy_by_domain(probe_picks, labels)
+            shares["probes"] = _base_share(probe_picks)
     return RouterResult(
-        name, accuracy, macro_f1, router.n_params, routing_s, reranking_s, metrics, picks, fit_s
+        name,
+        accuracy,
+        macro_f1,
+        router.n_params,
+        routing_s,
+        reranking_s,
+        metrics,
+        picks,
+        fit_s,
+        domain_accuracy=accuracy_by_domain(picks, truth) if accuracy is not None else {},
+        probe_accuracy=probe_accuracy,
+        base_share=shares if accuracy is not None else {},
     )
+
+
+def accuracy_by_domain(picks: Sequence[str | None], truth: Sequence[str]) -> dict[str, float]:
+    """Percent of each true domain's queries routed to it (None, the bare backbone: wrong),
+    and of all of them (`all`)."""
+    out = {}
+    for domain in sorted(set(truth)):
+        rows = [p for p, t in zip(picks, truth, strict=True) if t == domain]
+        out[domain] = 100.0 * sum(p == domain for p in rows) / len(rows)
+    out["all"] = 100.0 * sum(p == t for p, t in zip(picks, truth, strict=True)) / len(truth)
+    return out
+
+
+def _base_share(picks: Sequence[str | None]) -> float:
+    return 100.0 * sum(p is None for p in picks) / len(picks) if picks else 0.0
 
 
 @contextmanager
@@ -156,6 +203,33 @@ def table2(results: Sequence[RouterResult], domain: str = "all") -> str:
     return "\n".join(lines) + "\n"
 
 
+def accuracy_table(results: Sequence[RouterResult]) -> str:
+    """Markdown: each router's accuracy per true domain on the test queries and on the
+    probe questions, and the share of each sent to the bare backbone."""
+    rows = [r for r in results if r.domain_accuracy]
+    test = [*sorted({d for r in rows for d in r.domain_accuracy} - {"all"}), "all"]
+    probe = sorted({d for r in rows for d in r.probe_accuracy} - {"all"})
+    probe += ["all"] if probe else []
+    head = [
+        "router",
+        *(f"test {d}" for d in test),
+        *(f"probe {d}" for d in probe),
+        "test to base",
+        *(["probe to base"] if probe else []),
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for r in rows:
+        cells = [
+            r.name,
+            *(_pct(r.domain_accuracy.get(d)) for d in test),
+            *(_pct(r.probe_accuracy.get(d)) for d in probe),
+            _pct(r.base_share.get("test")),
+            *([_pct(r.base_share.get("probes"))] if probe else []),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def forgetting_table(table: Mapping[str, Mapping[str, float]], metric: str = "ndcg@10") -> str:
     """Markdown: rows = the bare backbone and each expert, columns = test domains."""
     domains = sorted({key.split("/")[0] for row in table.values() for key in row} - {"all"})
@@ -177,12 +251,35 @@ def routing_report(
     domains: Sequence[str],
     n_queries: int,
     n_unseen: int,
+    n_probes: int = 0,
+    n_pseudo: int = 0,
+    note: str | None = None,
 ) -> str:
-    """routing.md: the pooled test set, Table 2 and the forgetting table."""
+    """routing.md: the pooled test set, Table 2, routing accuracy per domain (test queries
+    and probe questions) and the forgetting table."""
+    probes = (
+        f"`probe`: {n_probes} short one-line questions written by hand (r2r/routing/"
+        "probes.jsonl), real-world style whatever the data set, so they test whether a router "
+        "learnt each domain's topic rather than its training queries' register. "
+        if n_probes
+        else ""
+    )
     return (
-        f"Pooled test set: {n_queries} queries from {list(domains)} "
-        f"({n_unseen} of them never seen by the routers in training).\n\n"
+        (f"Note: {note}\n\n" if note else "")
+        + f"Pooled test set: {n_queries} queries from {list(domains)} "
+        f"({n_unseen} of them never seen by the routers in training)."
+        + (
+            f" The trained routers also learnt from {n_pseudo} pseudo-queries (spans of the "
+            "domains' training documents)."
+            if n_pseudo
+            else ""
+        )
+        + "\n\n"
         "Routed reranking (Table 2):\n\n" + table2(results) + "\n"
+        "Routing accuracy per true domain (a query sent to the bare backbone counts as "
+        f"wrong; `<router>@<t>`: the router with fallback threshold t). {probes}\n\n"
+        + accuracy_table(results)
+        + "\n"
         "Each expert and the bare backbone on each test set (forgetting, Table 3):\n\n"
         + forgetting_table(table)
     )
@@ -196,6 +293,8 @@ def routing_summary(
     n_queries: int,
     n_unseen: int,
     deployed: str | None,
+    n_probes: int = 0,
+    n_pseudo: int = 0,
 ) -> dict:
     """routing.json: every router's figures and the forgetting table."""
     return {
@@ -203,6 +302,8 @@ def routing_summary(
         "test_queries": n_queries,
         "unseen_test_queries": n_unseen,
         "deployed": deployed,
+        "probe_questions": n_probes,
+        "pseudo_queries": n_pseudo,
         "routers": {
             r.name: {
                 "accuracy": r.accuracy,
@@ -213,6 +314,9 @@ def routing_summary(
                 "reranking_s": r.reranking_s,
                 "time_fraction": r.time_fraction,
                 "metrics": dict(r.metrics),
+                "domain_accuracy": dict(r.domain_accuracy),
+                "probe_accuracy": dict(r.probe_accuracy),
+                "base_share": dict(r.base_share),
             }
             for r in results
         },

@@ -21,7 +21,7 @@ from torch import nn
 from r2r.files import atomic_path
 from r2r.routing.base import Featurizer, QueryData, Router, TrainerFactory, register
 from r2r.routing.features import FeatureCache, LatentFeaturizer, Pooling
-from r2r.routing.heads import HeadKind, Standardize, make_head
+from r2r.routing.heads import HeadKind, Standardize, balanced_weights, make_head
 from r2r.routing.lit_router import RouterModule
 
 if TYPE_CHECKING:
@@ -37,6 +37,8 @@ class FeatureRouter(Router):
     head, hidden, dropout: the head (`make_head`).
     standardize: z-score features with the training set's mean and std (buffers, so
         `n_params` is the head's parameters alone).
+    balanced: weight the cross-entropy so that every domain counts the same
+        (`balanced_weights`), however few training queries it has.
     epochs, lr, weight_decay, batch_size, seed: AdamW training for `epochs` passes over the
         training queries; `seed` seeds the head's initialisation and dropout (the caller's
         RNG is left untouched), the data's own seed the order of the batches.
@@ -55,6 +57,7 @@ class FeatureRouter(Router):
         hidden: int,
         dropout: float,
         standardize: bool,
+        balanced: bool,
         epochs: int,
         lr: float,
         weight_decay: float,
@@ -69,7 +72,7 @@ class FeatureRouter(Router):
             raise ValueError(f"lr={lr} must be > 0 and weight_decay={weight_decay} >= 0")
         self.featurizer = featurizer
         self.head_kind, self.hidden, self.dropout = head, hidden, dropout
-        self.standardize = standardize
+        self.standardize, self.balanced = standardize, balanced
         self.epochs, self.lr, self.weight_decay = epochs, lr, weight_decay
         self.batch_size, self.seed = batch_size, seed
         self.cache = cache
@@ -84,6 +87,7 @@ class FeatureRouter(Router):
             "hidden": self.hidden,
             "dropout": self.dropout,
             "standardize": self.standardize,
+            "balanced": self.balanced,
             "epochs": self.epochs,
             "lr": self.lr,
             "weight_decay": self.weight_decay,
@@ -149,14 +153,16 @@ class FeatureRouter(Router):
             for split, shuffle in (("train", True), ("dev", False))
         }
         head = self._new_head()
+        features, labels = batches["train"].dataset.tensors  # (N, dim), (N,)
         if self.standardize:
-            head[0].fit(batches["train"].dataset.tensors[0])
+            head[0].fit(features)
         module = RouterModule(
             head,
             len(self.domains),
             lr=self.lr,
             weight_decay=self.weight_decay,
             log_prefix=default_prefix(self) if log_prefix is None else log_prefix,
+            class_weights=balanced_weights(labels, len(self.domains)) if self.balanced else None,
         )
         fitter = (trainer or quiet_trainer)(self.epochs)
         # fork_rng: MLP dropout draws from the global RNG; seed it here without moving the
@@ -239,6 +245,7 @@ class LatentSemanticRouter(FeatureRouter):
         hidden: int,
         dropout: float,
         standardize: bool,
+        balanced: bool,
         epochs: int,
         lr: float,
         weight_decay: float,
@@ -263,6 +270,7 @@ class LatentSemanticRouter(FeatureRouter):
             hidden=hidden,
             dropout=dropout,
             standardize=standardize,
+            balanced=balanced,
             epochs=epochs,
             lr=lr,
             weight_decay=weight_decay,
@@ -337,6 +345,7 @@ class EmbeddingRouter(FeatureRouter):
         hidden: int,
         dropout: float,
         standardize: bool,
+        balanced: bool,
         epochs: int,
         lr: float,
         weight_decay: float,
@@ -356,6 +365,7 @@ class EmbeddingRouter(FeatureRouter):
             hidden=hidden,
             dropout=dropout,
             standardize=standardize,
+            balanced=balanced,
             epochs=epochs,
             lr=lr,
             weight_decay=weight_decay,

@@ -54,3 +54,14 @@ class Standardize(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return (features - self.mean) / self.std
+
+
+def balanced_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """(n_classes,) cross-entropy weights n / (k * n_c) over (N,) label ids, k the number of
+    classes present (scikit-learn's class_weight="balanced"): every present class weighs the
+    same in the loss, whatever its share of the data; absent classes get 0."""
+    counts = torch.bincount(labels, minlength=n_classes).float()  # (n_classes,)
+    present = counts > 0
+    weights = torch.zeros(n_classes)
+    weights[present] = len(labels) / (int(present.sum()) * counts[present])
+    return weights

@@ -10,7 +10,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 
 class RouterModule(L.LightningModule):
-    """Trains `head` ((B, dim) features -> (B, n_classes) logits) with cross-entropy.
+    """Trains `head` ((B, dim) features -> (B, n_classes) logits) with cross-entropy,
+    weighted per class by `class_weights` ((n_classes,); None: unweighted).
 
     Batches are (features (B, dim) float32, label ids (B,) long). Logs
     `{log_prefix}train/loss` and, when validating, `{log_prefix}val/accuracy` (micro: the
@@ -18,10 +19,19 @@ class RouterModule(L.LightningModule):
     """
 
     def __init__(
-        self, head: nn.Module, n_classes: int, *, lr: float, weight_decay: float, log_prefix: str
+        self,
+        head: nn.Module,
+        n_classes: int,
+        *,
+        lr: float,
+        weight_decay: float,
+        log_prefix: str,
+        class_weights: Tensor | None = None,
     ) -> None:
         super().__init__()
         self.head = head
+        # A buffer: it moves to the trainer's device with the head.
+        self.register_buffer("class_weights", class_weights, persistent=False)
         self.lr, self.weight_decay, self.log_prefix = lr, weight_decay, log_prefix
         self.val_accuracy = MulticlassAccuracy(num_classes=n_classes, average="micro")
         self.val_macro_f1 = MulticlassF1Score(num_classes=n_classes, average="macro")
@@ -31,7 +41,7 @@ class RouterModule(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         features, labels = batch
-        loss = F.cross_entropy(self.head(features), labels)
+        loss = F.cross_entropy(self.head(features), labels, weight=self.class_weights)
         self.log(
             f"{self.log_prefix}train/loss",
             loss,

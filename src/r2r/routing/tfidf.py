@@ -28,7 +28,8 @@ ARRAYS_FILE = "tfidf_weights.npz"
 @register
 class TfidfRouter(Router):
     """Word uni+bigram TF-IDF (sublinear tf, lowercased, accents stripped) -> multinomial
-    logistic regression with L2 penalty `C`.
+    logistic regression with L2 penalty `C`; `balanced`: classes weighted inversely to their
+    share of the training queries (scikit-learn's class_weight="balanced").
 
     A domain with no training query keeps a column of zeros: the router never picks it
     (`fit` warns). Binary problems use sklearn's single logit: p(second class) = sigmoid(z).
@@ -45,6 +46,7 @@ class TfidfRouter(Router):
         min_df: int,
         max_features: int | None,
         max_iter: int,
+        balanced: bool,
         seed: int,
     ) -> None:
         super().__init__(domains)
@@ -57,6 +59,7 @@ class TfidfRouter(Router):
         self.min_df = min_df
         self.max_features = max_features
         self.max_iter = max_iter
+        self.balanced = balanced
         self.seed = seed
         self.vectorizer: TfidfVectorizer | None = None
         self.coef: np.ndarray | None = None  # (K, F); K = 1 for a binary problem
@@ -70,6 +73,7 @@ class TfidfRouter(Router):
             "min_df": self.min_df,
             "max_features": self.max_features,
             "max_iter": self.max_iter,
+            "balanced": self.balanced,
             "seed": self.seed,
         }
 
@@ -102,7 +106,12 @@ class TfidfRouter(Router):
             )
         vectorizer = self._new_vectorizer()
         features = vectorizer.fit_transform(list(texts))  # (N, F) sparse
-        classifier = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)
+        classifier = LogisticRegression(
+            C=self.C,
+            max_iter=self.max_iter,
+            class_weight="balanced" if self.balanced else None,
+            random_state=self.seed,
+        )
         classifier.fit(features, list(labels))
         self.vectorizer = vectorizer
         self.coef = classifier.coef_.astype(np.float64)
