@@ -58,7 +58,7 @@ def test_assembling_routes_the_experts_of_two_one_domain_jobs(make_cfg, tmp_path
         key = f"fine_tuned/{domain}/ndcg@10"
         assert results["metrics"][key] == pytest.approx(metrics[domain][key], abs=1e-9)
     routing = json.loads((folder / "routing.json").read_text())
-    assert sorted(routing["routers"]) == ["lsr", "none", "oracle"]
+    assert sorted(routing["routers"]) == ["lsr", "lsr@0.6", "none", "oracle"]
     assert sorted(routing["forgetting"]) == ["base", "legal", "medical"]
     system = RoutedReranker.load(folder / "system")
     assert system.experts == ["legal", "medical"]

@@ -98,6 +98,8 @@ def test_optional_rows_and_stage1_trainer_settings(make_cfg) -> None:
         "bm25:test_seen",
         "fine_tuned",
         "fine_tuned:test_seen",
+        "fused",
+        "fused:test_seen",
     }
     rows = list(
         csv.DictReader((Path(cfg.paths.output) / "csv" / "version_0" / "metrics.csv").open())
@@ -114,6 +116,8 @@ def test_optional_rows_and_stage1_trainer_settings(make_cfg) -> None:
         "bm25.trec",
         "fine_tuned.test_seen.trec",
         "fine_tuned.trec",
+        "fused.test_seen.trec",
+        "fused.trec",
         "qrels.test.trec",
         "qrels.test_seen.trec",
     ]
