@@ -67,7 +67,12 @@ def test_spans_are_titles_and_sentences_of_training_documents_cut_to_max_words()
 
 def test_pseudo_queries_sample_per_domain_with_the_seed() -> None:
     every = pseudo_queries(
-        {"legal": LEGAL, "medical": MEDICAL}, per_domain=10, max_words=6, min_words=3, seed=0
+        {"legal": LEGAL, "medical": MEDICAL},
+        per_domain=10,
+        max_words=6,
+        min_words=3,
+        forms=["{span}"],
+        seed=0,
     )
     assert every.texts == (
         "The accused may apply for bail",
@@ -78,15 +83,25 @@ def test_pseudo_queries_sample_per_domain_with_the_seed() -> None:
         "Yes, in adults over fifty years",
     )
     assert every.domains == ("legal",) * 4 + ("medical",) * 2
-    two = pseudo_queries({"legal": LEGAL}, per_domain=2, max_words=6, min_words=3, seed=0)
+    two = pseudo_queries(
+        {"legal": LEGAL}, per_domain=2, max_words=6, min_words=3, forms=["{span}"], seed=0
+    )
     assert two.texts == ("The accused may apply for bail", "Bail is granted on conditions set")
-    again = pseudo_queries({"legal": LEGAL}, per_domain=2, max_words=6, min_words=3, seed=0)
-    other = pseudo_queries({"legal": LEGAL}, per_domain=2, max_words=6, min_words=3, seed=1)
+    again = pseudo_queries(
+        {"legal": LEGAL}, per_domain=2, max_words=6, min_words=3, forms=["{span}"], seed=0
+    )
+    other = pseudo_queries(
+        {"legal": LEGAL}, per_domain=2, max_words=6, min_words=3, forms=["{span}"], seed=1
+    )
     assert again == two and other != two
-    none = pseudo_queries({"legal": LEGAL}, per_domain=0, max_words=6, min_words=3, seed=0)
+    none = pseudo_queries(
+        {"legal": LEGAL}, per_domain=0, max_words=6, min_words=3, forms=["{span}"], seed=0
+    )
     assert none.texts == () and none.domains == ()
     with pytest.raises(ValueError, match="min_words=7 <= max_words=6"):
-        pseudo_queries({"legal": LEGAL}, per_domain=1, max_words=6, min_words=7, seed=0)
+        pseudo_queries(
+            {"legal": LEGAL}, per_domain=1, max_words=6, min_words=7, forms=["{span}"], seed=0
+        )
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to")
@@ -130,3 +145,21 @@ def test_a_bad_probe_line_names_file_line_and_field(tmp_path) -> None:
     path.write_text("{not json\n")
     with pytest.raises(DataError, match=rf"{path}:1: not JSON"):
         load_probes(path)
+
+
+def test_pseudo_queries_take_the_question_forms_drawn_with_the_seed() -> None:
+    """The same spans, each put into one of the forms (the same forms in every domain)."""
+    forms = ["What about {span}?", "Is it true that {span}?"]
+    asked = pseudo_queries(
+        {"legal": LEGAL}, per_domain=2, max_words=6, min_words=3, forms=forms, seed=0
+    )
+    plain = ("The accused may apply for bail", "Bail is granted on conditions set")
+    assert len(asked.texts) == 2
+    assert all(
+        text in {form.format(span=span) for form in forms}
+        for text, span in zip(asked.texts, plain, strict=True)
+    )
+    with pytest.raises(ValueError, match=r"must be format strings holding \{span\}"):
+        pseudo_queries(
+            {"legal": LEGAL}, per_domain=2, max_words=6, min_words=3, forms=["x"], seed=0
+        )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from r2r.types import LabelledQueries, RetrievalDataset
 
@@ -26,6 +26,7 @@ def pseudo_queries(
     per_domain: int,
     max_words: int,
     min_words: int,
+    forms: Sequence[str],
     seed: int,
 ) -> LabelledQueries:
     """At most `per_domain` spans per domain, labelled with their domain, domain by domain.
@@ -33,8 +34,13 @@ def pseudo_queries(
     A span is a document's title or one of its sentences, cut to its first `max_words`
     words; spans with fewer than `min_words` words of letters (numbers, table cells) are
     skipped, and each distinct span counts once. The sample is seeded by (`seed`, domain)
-    and kept in corpus order (documents by id).
+    and kept in corpus order (documents by id). Each span is put into one of `forms` (a
+    format string with `{span}`, e.g. `What about {span}?`), drawn with the same seed: the
+    same question forms in every domain, so that a router cannot tell domains apart by
+    form (short questions in one domain, statements in another) but only by topic.
     """
+    if not forms or any("{span}" not in form for form in forms):
+        raise ValueError(f"forms={list(forms)} must be format strings holding {{span}}")
     if per_domain < 0 or not 1 <= min_words <= max_words:
         raise ValueError(
             f"per_domain={per_domain} must be >= 0 and 1 <= min_words={min_words} <= "
@@ -46,7 +52,7 @@ def pseudo_queries(
         spans = document_spans(dataset, max_words=max_words, min_words=min_words)
         rng = random.Random(f"{seed}:{domain}")
         keep = sorted(rng.sample(range(len(spans)), min(per_domain, len(spans))))
-        texts += [spans[i] for i in keep]
+        texts += [rng.choice(forms).format(span=spans[i]) for i in keep]
         domains += [domain] * len(keep)
     return LabelledQueries(tuple(texts), tuple(domains))
 
