@@ -87,7 +87,7 @@ from r2r.errors import DataError
 from r2r.evaluation import CEILING as CEILING_METRIC
 from r2r.files import write_text_atomic
 from r2r.metrics import metric_names, query_metrics
-from r2r.routing.evaluation import BASE, TABLE2_METRICS
+from r2r.routing.evaluation import BASE, TABLE2_METRICS, routed_row
 from r2r.sweep import FAILED, IGNORED, RESULTS
 
 # Table 1's metric columns, in the paper's order.
@@ -841,12 +841,24 @@ def paired_test(
     return tests
 
 
+# Table 2's references: the oracle is what the routers are tested against; `none` (no
+# expert) is the PT row, already tested against the fine-tuned one.
+ORACLE = "oracle"
+NO_TEST = {ORACLE, "none"}
+
+
+def vs_oracle(router: str) -> str:
+    return f"{router} vs {ORACLE}"
+
+
 def paired(runs: Sequence[Run]) -> tuple[list[str], list[Paired]]:
     """The paired tests of a sweep, over per-query test nDCG@10 pooled over seeds (a
     query's mean over the seeds), and the settings that name them:
     - fine-tuned vs PT: each run setting's experts against the bare backbone;
     - fused vs BM25: each run setting's fused row against the first stage it reranks;
-    - EAG vs direct: runs that differ only in `curriculum` (and seed), fine-tuned rows."""
+    - EAG vs direct: runs that differ only in `curriculum` (and seed), fine-tuned rows;
+    - `<router> vs oracle`: each router's routed ranking (`runs/routed.<router>.trec`)
+      against the oracle's, in each run setting that routed."""
     names = without_seeds(runs)
     groups: dict[tuple[str, ...], list[Run]] = {}
     for run in runs:
@@ -867,7 +879,14 @@ def paired(runs: Sequence[Run]) -> tuple[list[str], list[Paired]]:
             if "eag" in by and "direct" in by:
                 eag, direct = pooled(by["eag"], "fine_tuned"), pooled(by["direct"], "fine_tuned")
                 tests += paired_test(eag, direct, settings, "EAG vs direct")
-    comparisons = ["fine-tuned vs PT", FUSED, "EAG vs direct"]
+    # Routed vs oracle: each router's routed ranking against each query to its own expert.
+    routers = by_router({n for r in runs if r.routing for n in r.routing["routers"]} - NO_TEST)
+    for settings, group in groups.items():
+        oracle = pooled(group, routed_row(ORACLE))
+        for router in routers:
+            routed_scores = pooled(group, routed_row(router))
+            tests += paired_test(routed_scores, oracle, settings, vs_oracle(router))
+    comparisons = ["fine-tuned vs PT", FUSED, "EAG vs direct", *map(vs_oracle, routers)]
     tests.sort(
         key=lambda t: (
             comparisons.index(t.comparison),
