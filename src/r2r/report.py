@@ -5,10 +5,11 @@
 Reads every `results.json` (and `routing.json`, `failed.json`) below the directory and
 writes, by default into the sweep directory:
 - `table1.{md,csv}`: reranking per run setting, split, domain and stage.
-- `table2.{md,csv}`: routed reranking on the pooled test set, one row per run and router.
+- `table2.{md,csv}`: routed reranking on the pooled test set, one row per run (or cell of
+  seeds) and router.
 - `table3.{md,csv}`: forgetting, every expert and the bare backbone on every domain.
 - `paired.{md,csv}`: paired tests over test queries (fine-tuned vs PT, fused vs BM25, EAG
-  vs direct).
+  vs direct, each router vs the oracle).
 - `plots/`: test nDCG@10 bars per domain (`table1.png`) and each routed run's forgetting
   heat map (`forgetting.png`, or `forgetting_<i>.png` for several runs).
 - `report.md`: all of the above, and the jobs that failed with their errors.
@@ -53,15 +54,19 @@ last), stage, then the settings' values (numbers by value).
 Seeds: runs that differ only in `seed` (`-m seed=0,1,2`; without job records, also a
 config leaf `*.seed`) are one cell: each metric's mean over the seeds and the half-width
 of its 95% Student-t interval, `mean ± half-width` in table1.md with an `n_seeds` column;
-table1.csv keeps the mean in each metric's column and adds its `ci_low`, `ci_high`. A
-single seed prints as without them.
+table1.csv keeps the mean in each metric's column and adds its `ci_low`, `ci_high`. Tables
+2 and 3 pool such runs the same way: each number of routing.json (a router's accuracy,
+metrics and routing time; an expert's nDCG@10 on a domain) as its mean and interval over
+the seeds, Table 3's change against the backbone the change of the means. A single seed
+prints as without them.
 
 Paired tests (`paired.{md,csv}`), on per-query test nDCG@10 rescored from each run's
 `runs/<row>.trec` and `runs/qrels.test.trec`: a query's score is its mean over the seeds,
 then a paired randomisation test over the queries of each domain and of all (two-sided,
 exact up to 13 queries, else 10,000 seeded sign flips), for fine-tuned vs PT and fused vs
-BM25 in every setting, and EAG vs direct where runs differ only in `curriculum`. Runs without TREC files
-are left out of the tests.
+BM25 in every setting, EAG vs direct where runs differ only in `curriculum`, and each
+router (but `none`, the PT row) vs `oracle` in every setting that routed, on the routed
+rankings (`runs/routed.<router>.trec`). Runs without TREC files are left out of the tests.
 """
 
 from __future__ import annotations
