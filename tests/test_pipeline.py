@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from r2r.models.backbones import load_tiny
 from r2r.models.scorer import RerankerScorer
 from r2r.models.templates import QWEN3_RERANKER, PairEncoder
 from r2r.pipeline import Job, baselines, ceilings, check, run, write_outputs
+from r2r.report import per_query
 from r2r.types import ScoredList
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,6 +112,14 @@ def test_outputs_written(finished) -> None:
         "fused.trec",
         "qrels.test.trec",
         "qrels.test_seen.trec",
+        # Each router's routed test ranking (routing.json's routers, `@` kept in the name).
+        "routed.embedding_mlp.trec",
+        "routed.lsr.trec",
+        "routed.lsr@0.6.trec",
+        "routed.none.trec",
+        "routed.oracle.trec",
+        "routed.random.trec",
+        "routed.tfidf.trec",
         "zero_shot.test_seen.trec",
         "zero_shot.trec",
     ]
@@ -288,6 +298,15 @@ def test_routing_tables_agree_with_the_stage_rows(finished) -> None:
             assert routing["forgetting"]["base"][key] == pytest.approx(
                 metrics[f"zero_shot/{key}"], abs=1e-6
             )
+    # Each router's routed run rescores, query by query, to its nDCG@10 in routing.json.
+    for name, router in routing["routers"].items():
+        scores = per_query(str(out), f"routed.{name}")
+        assert len(scores) == 18, name
+        for domain in ("legal", "medical", "finance", "all"):
+            mean = statistics.fmean(
+                v for q, v in scores.items() if domain == "all" or q.startswith(f"{domain}/")
+            )
+            assert mean == pytest.approx(router["metrics"][f"{domain}/ndcg@10"], abs=1e-6)
     oracle = routing["routers"]["oracle"]
     assert (oracle["accuracy"], oracle["macro_f1"], oracle["n_params"]) == (100.0, 100.0, 0)
     assert routing["routers"]["none"]["accuracy"] is None

@@ -335,8 +335,9 @@ def test_settings_of_job_records() -> None:
         settings_of([bad], [Path("run/results.json")])
 
 
-def write_routing(folder: Path, shift: float = 0.0) -> None:
-    """routing.json beside a run's results.json: three routers, two experts."""
+def write_routing(folder: Path, shift: float = 0.0, legal_shift: float = 0.0) -> None:
+    """routing.json beside a run's results.json: three routers, two experts; `shift` added
+    to the routers' metrics, `legal_shift` to the legal expert's forgetting row."""
     routers = {
         name: {
             "accuracy": accuracy,
@@ -358,7 +359,11 @@ def write_routing(folder: Path, shift: float = 0.0) -> None:
     }
     forgetting = {
         "base": {"legal/ndcg@10": 20.0, "medical/ndcg@10": 30.0, "all/ndcg@10": 25.0},
-        "legal": {"legal/ndcg@10": 26.0, "medical/ndcg@10": 29.96, "all/ndcg@10": 28.0},
+        "legal": {
+            "legal/ndcg@10": 26.0 + legal_shift,
+            "medical/ndcg@10": 29.96 + legal_shift,
+            "all/ndcg@10": 28.0 + legal_shift,
+        },
         "medical": {"legal/ndcg@10": 17.5, "medical/ndcg@10": 38.0, "all/ndcg@10": 27.7},
     }
     summary = {"domains": ["legal", "medical"], "routers": routers, "forgetting": forgetting}
@@ -630,3 +635,87 @@ def test_a_bad_trec_line_is_one_error_line(
     assert capsys.readouterr().err == (
         f"error: {bad}:1: not a TREC line (qid _ doc integer ...): 'legal/q1 Q0 a first 1.0 x'\n"
     )
+
+
+def test_routed_runs_over_seeds_are_one_cell_and_tested_against_the_oracle(
+    tmp_path: Path,
+) -> None:
+    """`-m seed=0,1,2` that routed: Tables 2 and 3 show one cell, `mean ± half-width` over
+    the seeds; paired.csv tests each router's routed ranking against the oracle's."""
+    for seed in range(3):
+        folder = tmp_path / f"{seed}_seed={seed}"
+        write_run(folder, {"bm25": 50.0, "fine_tuned": 30.0}, job(f"seed={seed}"))
+        write_routing(folder, shift=float(seed), legal_shift=float(seed))
+        # The oracle gets every query right; the LSR misses two legal queries, and one
+        # medical query in seed 0.
+        write_trec(folder, "routed.oracle", set(QUERIES))
+        missed = {"legal/q1", "legal/q2"} | ({"medical/q1"} if seed == 0 else set())
+        write_trec(folder, "routed.lsr", set(QUERIES) - missed)
+        write_trec(folder, "routed.none", set())
+    assert main([str(tmp_path), "--no-plots"]) == 0
+    table2 = (tmp_path / "table2.md").read_text().splitlines()
+    assert table2[0] == (
+        "| router | accuracy | macro-F1 | ndcg@5 | ndcg@10 | mrr@5 | mrr@10 | recall@5 | "
+        "recall@10 | params | routing/reranking % | n_seeds |"
+    )
+    width = half_width([40.0, 41.0, 42.0])  # the LSR's ndcg@10 over the seeds
+    assert f"{width:.1f}" == "2.5"
+    lsr = ["90.0 ± 0.0"] * 2 + ["36.0 ± 2.5", "41.0 ± 2.5"] * 3 + ["1,538", "1.25 ± 0.00", "3"]
+    assert table2[2:] == [
+        "| none | – | – | " + " | ".join(["26.0 ± 2.5", "31.0 ± 2.5"] * 3) + " | 0 | "
+        "0.00 ± 0.00 | 3 |",
+        "| oracle | 100.0 ± 0.0 | 100.0 ± 0.0 | "
+        + " | ".join(["38.0 ± 2.5", "43.0 ± 2.5"] * 3)
+        + " | 0 | 0.00 ± 0.00 | 3 |",
+        "| lsr | " + " | ".join(lsr) + " |",
+    ]
+    with open(tmp_path / "table2.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][:7] == [
+        "router",
+        "accuracy",
+        "accuracy ci_low",
+        "accuracy ci_high",
+        "macro-F1",
+        "macro-F1 ci_low",
+        "macro-F1 ci_high",
+    ]
+    assert rows[0][-6:] == [
+        "params",
+        "routing/reranking %",
+        "routing/reranking % ci_low",
+        "routing/reranking % ci_high",
+        "n_seeds",
+        "run",
+    ]
+    ndcg10 = rows[0].index("ndcg@10")
+    assert [float(v) for v in rows[3][ndcg10 : ndcg10 + 3]] == [41.0, 41.0 - width, 41.0 + width]
+    assert rows[3][-2:] == ["3", str(tmp_path / "0_seed=0")]
+    first = tmp_path / "0_seed=0"
+    assert (tmp_path / "table3.md").read_text().splitlines()[:7] == [
+        f"{first}, 3 seeds, ndcg@10 ± 95% CI (Δ vs base):",
+        "",
+        "| model | legal | medical |",
+        "|---|---:|---:|",
+        "| base | 20.0 ± 0.0 | 30.0 ± 0.0 |",
+        "| legal | 27.0 ± 2.5 (+7.0) | 31.0 ± 2.5 (+1.0) |",  # 30.96 - 30 = 0.96
+        "| medical | 17.5 ± 0.0 (-2.5) | 38.0 ± 0.0 (+8.0) |",
+    ]
+    table3 = (tmp_path / "table3.csv").read_text().splitlines()
+    assert table3[0] == "model,domain,ndcg@10,ndcg@10 ci_low,ndcg@10 ci_high,Δ vs base,n_seeds,run"
+    assert table3[1] == f"base,legal,20.0,20.0,20.0,,3,{first}"
+    # Paired: d = HIT - MISS per query the LSR misses. Legal (-d, -d, 0): the exact test's
+    # 8 sign flips reach a sum <= -2d in 2, p = 2 * 2/8; medical (-d/3, 0): p = 2 * 2/4,
+    # capped at 1; all (-d, -d, 0, -d/3, 0): 4 of 32 flips reach <= -7d/3, p = 2 * 4/32.
+    d = HIT - MISS
+    with open(tmp_path / "paired.csv", newline="") as f:
+        paired = [r for r in csv.reader(f) if r[0] == "lsr vs oracle"]
+    assert [(r[1], r[2], float(r[4])) for r in paired] == [
+        ("legal", "3", 0.5),
+        ("medical", "2", 1.0),
+        ("all", "5", 0.25),
+    ]
+    assert [float(r[3]) for r in paired] == pytest.approx([-2 * d / 3, -d / 6, -7 * d / 15])
+    md = (tmp_path / "paired.md").read_text()
+    assert "| lsr vs oracle | all | 5 | -17.2 | 0.25 |" in md
+    assert "none vs oracle" not in md and "oracle vs oracle" not in md

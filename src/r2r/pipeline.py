@@ -62,9 +62,11 @@ from r2r.models.templates import PairEncoder
 from r2r.routing import build_router
 from r2r.routing.embeddings import MiniLMFeaturizer
 from r2r.routing.evaluation import (
+    RouterResult,
     ScoreMatrix,
     evaluate_router,
     forgetting,
+    routed_row,
     routing_report,
     routing_summary,
     score_matrix,
@@ -573,8 +575,8 @@ def route(job: Job, bank: ExpertBank, matrix: ScoreMatrix, fused: Fusion | None)
     (with the run's trainer), evaluate each on the pooled test lists (Table 2) and the probe
     questions, next to every expert on every domain (forgetting, `matrix`), and each
     `routing.fallback` router again with its threshold; save the `routing.deploy` router
-    with the experts and their fusion as `system/`. Writes routing.{md,json}; returns
-    routing.json."""
+    with the experts and their fusion as `system/`. Writes routing.{md,json} and each
+    router's routed test ranking (`runs/routed.<router>.trec`); returns routing.json."""
     cfg = job.cfg
     pseudo = pseudo_queries(job.datasets, **cfg.routing.pseudo_queries)
     data = router_data(job.data, pseudo, seed=cfg.seed)
@@ -607,7 +609,15 @@ def route(job: Job, bank: ExpertBank, matrix: ScoreMatrix, fused: Fusion | None)
             )
     if cfg.routing.deploy:
         systems[cfg.routing.deploy].save(job.out / "system")
+    write_routed_runs(job, results)
     return write_routing(job, results, forgetting(matrix), data, probes, len(pseudo.texts))
+
+
+def write_routed_runs(job: Job, results: Sequence[RouterResult]) -> None:
+    """Each router's routed test ranking as a TREC run, for paired tests against the oracle."""
+    for result in results:
+        row = routed_row(result.name)
+        write_text_atomic(job.out / "runs" / f"{row}.trec", trec_run(result.routed, row))
 
 
 def router_data(data: RerankDataModule, pseudo: LabelledQueries, *, seed: int) -> QuerySet:

@@ -5,10 +5,11 @@
 Reads every `results.json` (and `routing.json`, `failed.json`) below the directory and
 writes, by default into the sweep directory:
 - `table1.{md,csv}`: reranking per run setting, split, domain and stage.
-- `table2.{md,csv}`: routed reranking on the pooled test set, one row per run and router.
+- `table2.{md,csv}`: routed reranking on the pooled test set, one row per run (or cell of
+  seeds) and router.
 - `table3.{md,csv}`: forgetting, every expert and the bare backbone on every domain.
 - `paired.{md,csv}`: paired tests over test queries (fine-tuned vs PT, fused vs BM25, EAG
-  vs direct).
+  vs direct, each router vs the oracle).
 - `plots/`: test nDCG@10 bars per domain (`table1.png`) and each routed run's forgetting
   heat map (`forgetting.png`, or `forgetting_<i>.png` for several runs).
 - `report.md`: all of the above, and the jobs that failed with their errors.
@@ -53,15 +54,19 @@ last), stage, then the settings' values (numbers by value).
 Seeds: runs that differ only in `seed` (`-m seed=0,1,2`; without job records, also a
 config leaf `*.seed`) are one cell: each metric's mean over the seeds and the half-width
 of its 95% Student-t interval, `mean ± half-width` in table1.md with an `n_seeds` column;
-table1.csv keeps the mean in each metric's column and adds its `ci_low`, `ci_high`. A
-single seed prints as without them.
+table1.csv keeps the mean in each metric's column and adds its `ci_low`, `ci_high`. Tables
+2 and 3 pool such runs the same way: each number of routing.json (a router's accuracy,
+metrics and routing time; an expert's nDCG@10 on a domain) as its mean and interval over
+the seeds, Table 3's change against the backbone the change of the means. A single seed
+prints as without them.
 
 Paired tests (`paired.{md,csv}`), on per-query test nDCG@10 rescored from each run's
 `runs/<row>.trec` and `runs/qrels.test.trec`: a query's score is its mean over the seeds,
 then a paired randomisation test over the queries of each domain and of all (two-sided,
 exact up to 13 queries, else 10,000 seeded sign flips), for fine-tuned vs PT and fused vs
-BM25 in every setting, and EAG vs direct where runs differ only in `curriculum`. Runs without TREC files
-are left out of the tests.
+BM25 in every setting, EAG vs direct where runs differ only in `curriculum`, and each
+router (but `none`, the PT row) vs `oracle` in every setting that routed, on the routed
+rankings (`runs/routed.<router>.trec`). Runs without TREC files are left out of the tests.
 """
 
 from __future__ import annotations
@@ -87,7 +92,7 @@ from r2r.errors import DataError
 from r2r.evaluation import CEILING as CEILING_METRIC
 from r2r.files import write_text_atomic
 from r2r.metrics import metric_names, query_metrics
-from r2r.routing.evaluation import BASE, TABLE2_METRICS
+from r2r.routing.evaluation import BASE, TABLE2_METRICS, routed_row
 from r2r.sweep import FAILED, IGNORED, RESULTS
 
 # Table 1's metric columns, in the paper's order.
@@ -488,59 +493,154 @@ def to_csv(names: Sequence[str], rows: Sequence[Row]) -> str:
     return csv_table([*head, "n_seeds", "run"], cells)
 
 
-def routed(runs: Sequence[Run]) -> tuple[list[str], list[Run]]:
-    """The runs that routed (routing.json), by their settings, and the settings that vary
-    among them: Tables 2 and 3 name their runs by those."""
-    found = [r for r in runs if r.routing is not None]
-    names = varying(found)
-    found.sort(key=lambda r: ([order(r.settings[n]) for n in names], r.path))
-    return names, found
+@dataclass(frozen=True)
+class Routed:
+    """A cell of Tables 2 and 3: a routed run, or the runs that differ only in seed, with
+    routing.json's numbers as the mean over the seeds and `ci` their 95% half-widths at the
+    same places (empty for one seed)."""
+
+    settings: dict[str, str]
+    path: str  # the run (over seeds: the first by path)
+    routing: dict
+    ci: dict = field(default_factory=dict)
+    n_seeds: int = 1
 
 
-def label(run: Run, names: Sequence[str]) -> str:
+def pool(trees: Sequence[Any]) -> tuple[Any, Any]:
+    """The mean over `trees` (each seed's routing.json) of each number found at the same
+    place in all of them, and its 95% half-width (a number all seeds agree on is kept as it
+    is, ± 0.0); anything else as in the first tree, without a half-width (None)."""
+    first = trees[0]
+    if isinstance(first, Mapping):
+        common = [k for k in first if all(isinstance(t, Mapping) and k in t for t in trees)]
+        both = {k: pool([t[k] for t in trees]) for k in common}
+        return {k: m for k, (m, _) in both.items()}, {k: h for k, (_, h) in both.items()}
+    numbers = all(isinstance(t, int | float) and not isinstance(t, bool) for t in trees)
+    if not numbers:
+        return first, None
+    return (first, 0.0) if len(set(trees)) == 1 else interval(trees)
+
+
+def routed(runs: Sequence[Run]) -> tuple[list[str], list[Routed]]:
+    """The runs that routed (routing.json), those that differ only in seed as one cell, by
+    their settings, and the settings but the seeds that vary among them: Tables 2 and 3
+    name their cells by those."""
+    found = sorted((r for r in runs if r.routing is not None), key=lambda r: r.path)
+    names = without_seeds(found)
+    pooling = len(names) < len(varying(found))
+    groups: dict[tuple[str, ...], list[Run]] = {}
+    for i, run in enumerate(found):
+        key = tuple(run.settings[n] for n in names) if pooling else (str(i),)
+        groups.setdefault(key, []).append(run)
+    cells = []
+    for same in groups.values():
+        if len(same) == 1:
+            cells.append(Routed(same[0].settings, same[0].path, same[0].routing))
+            continue
+        routing, ci = pool([r.routing for r in same])
+        cells.append(Routed(same[0].settings, same[0].path, routing, ci, len(same)))
+    cells.sort(key=lambda r: ([order(r.settings[n]) for n in names], r.path))
+    return names, cells
+
+
+def label(run: Run | Routed, names: Sequence[str]) -> str:
     """`routers.lsr.layer=-1, routers.lsr.pooling=mean`; empty without varying settings."""
     return ", ".join(f"{h}={run.settings[n]}" for n, h in zip(names, headers(names), strict=True))
 
 
 ROUTED = TABLE2_METRICS
 TABLE2_TAIL = ("router", "accuracy", "macro-F1", *ROUTED, "params", "routing/reranking %")
+# Table 2's value columns with an interval over seeds (all but `params`).
+TABLE2_INTERVALS = ("accuracy", "macro-F1", *ROUTED, "routing/reranking %")
 
 
 # Table 2's row order: the two references (no experts, the true domain) first, chance last.
 ROUTER_ORDER = {"none": 0, "oracle": 1, "random": 3}
 
 
-def table2_rows(names: Sequence[str], found: Sequence[Run]) -> list[list[object]]:
-    """Table 2: per run, one row per router on the pooled test set (`all`); routing time
-    as a percentage of reranking time."""
+def by_router(names: Sequence[str]) -> list[str]:
+    """Router names in Table 2's order: `none`, `oracle`, the others by name, `random`."""
+    return sorted(names, key=lambda name: (ROUTER_ORDER.get(name, 2), name))
+
+
+def table2_values(router: Mapping) -> list[object]:
+    """A router's Table 2 values from routing.json (or from its half-widths over seeds):
+    routing time as a percentage of reranking time."""
+    fraction = router["time_fraction"]
     return [
-        [
-            *(f.settings[n] for n in names),
-            name,
-            r["accuracy"],
-            r["macro_f1"],
-            *(r["metrics"].get(f"all/{m}") for m in ROUTED),
-            r["n_params"],
-            round(100 * r["time_fraction"], 3),
-        ]
-        for f in found
-        for name, r in sorted(
-            f.routing["routers"].items(), key=lambda kv: (ROUTER_ORDER.get(kv[0], 2), kv[0])
-        )
+        router["accuracy"],
+        router["macro_f1"],
+        *(router["metrics"].get(f"all/{m}") for m in ROUTED),
+        router["n_params"],
+        None if fraction is None else round(100 * fraction, 3),
     ]
 
 
-def table2_markdown(names: Sequence[str], found: Sequence[Run]) -> str:
+def table2_rows(
+    names: Sequence[str], found: Sequence[Routed]
+) -> list[tuple[list[object], dict[str, object], Routed]]:
+    """Table 2: per cell, one row per router on the pooled test set (`all`): the row, each
+    interval column's half-width over seeds (empty for one seed) and its cell."""
+    rows = []
+    for f in found:
+        for name in by_router(f.routing["routers"]):
+            values = table2_values(f.routing["routers"][name])
+            ci = {}
+            if f.n_seeds > 1:
+                halves = zip(TABLE2_TAIL[1:], table2_values(f.ci["routers"][name]), strict=True)
+                ci = {c: h for c, h in halves if c in TABLE2_INTERVALS}
+            rows.append(([*(f.settings[n] for n in names), name, *values], ci, f))
+    return rows
+
+
+def plus_minus(value: object, half: object, digits: int) -> object:
+    """`mean ± half-width` to `digits` decimals; the value alone without a half-width."""
+    if value is None or half is None:
+        return value
+    return f"{value:.{digits}f} ± {half:.{digits}f}"
+
+
+def table2_markdown(names: Sequence[str], found: Sequence[Routed]) -> str:
     # Routing time is a small share of reranking time: two decimals.
-    rows = [[*row[:-1], f"{row[-1]:.2f}"] for row in table2_rows(names, found)]
-    return markdown_table([*headers(names), *TABLE2_TAIL], rows, left=len(names) + 1)
+    seeds = any(f.n_seeds > 1 for f in found)
+    head = [*headers(names), *TABLE2_TAIL, *(["n_seeds"] if seeds else [])]
+    tail = TABLE2_TAIL[1:]
+    rows = []
+    for row, ci, f in table2_rows(names, found):
+        cells = [
+            plus_minus(v, ci.get(c), 2 if c == tail[-1] else 1) if c in ci else v
+            for c, v in zip(tail, row[-len(tail) :], strict=True)
+        ]
+        cells[-1] = f"{row[-1]:.2f}" if not ci else cells[-1]
+        rows.append([*row[: -len(tail)], *cells, *([f.n_seeds] if seeds else [])])
+    return markdown_table(head, rows, left=len(names) + 1)
 
 
-def table2_csv(names: Sequence[str], found: Sequence[Run]) -> str:
-    return csv_table(
-        [*headers(names), *TABLE2_TAIL, "run"],
-        [[*t, f.path] for f in found for t in table2_rows(names, [f])],
-    )
+def table2_csv(names: Sequence[str], found: Sequence[Routed]) -> str:
+    """Table 2 as CSV; over seeds, each interval column's `ci_low`, `ci_high` after it and
+    `n_seeds`."""
+    if not any(f.n_seeds > 1 for f in found):
+        return csv_table(
+            [*headers(names), *TABLE2_TAIL, "run"],
+            [[*row, f.path] for row, _, f in table2_rows(names, found)],
+        )
+    tail = TABLE2_TAIL[1:]
+    head = [*headers(names), TABLE2_TAIL[0]]
+    head += [
+        h
+        for c in tail
+        for h in ((c, f"{c} ci_low", f"{c} ci_high") if c in TABLE2_INTERVALS else (c,))
+    ]
+    rows = []
+    for row, ci, f in table2_rows(names, found):
+        cells = row[: -len(tail)]
+        for c, v in zip(tail, row[-len(tail) :], strict=True):
+            cells.append(v)
+            if c in TABLE2_INTERVALS:
+                half = ci.get(c)
+                cells += [None, None] if v is None or half is None else [v - half, v + half]
+        rows.append([*cells, f.n_seeds, f.path])
+    return csv_table([*head, "n_seeds", "run"], rows)
 
 
 def forgetting_cells(forgetting: dict, metric: str = "ndcg@10") -> dict[str, dict[str, float]]:
@@ -558,24 +658,40 @@ def forgetting_cells(forgetting: dict, metric: str = "ndcg@10") -> dict[str, dic
 TABLE3_TAIL = ("model", "domain", "ndcg@10", "Δ vs base")
 
 
-def table3_rows(names: Sequence[str], found: Sequence[Run]) -> list[list[object]]:
+def table3_rows(names: Sequence[str], found: Sequence[Routed]) -> list[list[object]]:
     """Table 3 (long form): each expert and the bare backbone on each test domain, with
-    the change against the bare backbone."""
+    the change against the bare backbone; over seeds, the value's 95% interval after it
+    (`ci_low`, `ci_high`) and, after the change, `n_seeds`."""
+    seeds = any(f.n_seeds > 1 for f in found)
     rows = []
     for f in found:
         cells = forgetting_cells(f.routing["forgetting"])
+        halves = forgetting_cells(f.ci["forgetting"]) if f.n_seeds > 1 else {}
         for model, row in cells.items():
             for domain, value in row.items():
                 delta = None if model == BASE else value - cells[BASE][domain]
-                rows.append([*(f.settings[n] for n in names), model, domain, value, delta])
+                half = halves.get(model, {}).get(domain)
+                low_high = [None, None] if half is None else [value - half, value + half]
+                rows.append(
+                    [
+                        *(f.settings[n] for n in names),
+                        model,
+                        domain,
+                        value,
+                        *(low_high if seeds else []),
+                        delta,
+                        *([f.n_seeds] if seeds else []),
+                    ]
+                )
     return rows
 
 
-def table3_csv(names: Sequence[str], found: Sequence[Run]) -> str:
-    return csv_table(
-        [*headers(names), *TABLE3_TAIL, "run"],
-        [[*t, f.path] for f in found for t in table3_rows(names, [f])],
-    )
+def table3_csv(names: Sequence[str], found: Sequence[Routed]) -> str:
+    head = [*headers(names), *TABLE3_TAIL, "run"]
+    if any(f.n_seeds > 1 for f in found):
+        at = head.index("ndcg@10") + 1
+        head = [*head[:at], "ndcg@10 ci_low", "ndcg@10 ci_high", "Δ vs base", "n_seeds", "run"]
+    return csv_table(head, [[*t, f.path] for f in found for t in table3_rows(names, [f])])
 
 
 def signed(value: float) -> str:
@@ -583,27 +699,41 @@ def signed(value: float) -> str:
     return f"{round(value, 1) + 0.0:+.1f}"
 
 
-def table3_markdown(names: Sequence[str], found: Sequence[Run]) -> str:
-    """Table 3 (wide): per run, models down, test domains across, `value (Δ)`."""
+def forgetting_cell(value: float, half: float | None, base: float | None) -> str:
+    """`26.0 (+6.0)`: the value and its change against the bare backbone's `base` (none
+    on the backbone's own row); over seeds `26.0 ± 1.2 (+6.0)`."""
+    text = f"{value:.1f}" if half is None else f"{value:.1f} ± {half:.1f}"
+    return text if base is None else f"{text} ({signed(value - base)})"
+
+
+def table3_markdown(names: Sequence[str], found: Sequence[Routed]) -> str:
+    """Table 3 (wide): per cell, models down, test domains across, `value (Δ)`; over
+    seeds `mean ± half-width (Δ of the means)`."""
     parts = []
     for f in found:
         cells = forgetting_cells(f.routing["forgetting"])
+        halves = forgetting_cells(f.ci["forgetting"]) if f.n_seeds > 1 else {}
         domains = list(cells[BASE])
+
         rows = [
             [
                 model,
                 *(
-                    f"{row[d]:.1f}"
-                    if model == BASE
-                    else f"{row[d]:.1f} ({signed(row[d] - cells[BASE][d])})"
+                    forgetting_cell(
+                        row[d],
+                        halves.get(model, {}).get(d),
+                        None if model == BASE else cells[BASE][d],
+                    )
                     for d in domains
                 ),
             ]
             for model, row in cells.items()
         ]
-        name = f"{label(f, names)} ({f.path})" if names else f.path
+        where = f.path if f.n_seeds < 2 else f"{f.path}, {f.n_seeds} seeds"
+        name = f"{label(f, names)} ({where})" if names else where
+        metric = "ndcg@10" if f.n_seeds < 2 else "ndcg@10 ± 95% CI"
         parts.append(
-            f"{name}, ndcg@10 (Δ vs base):\n\n" + markdown_table(["model", *domains], rows, left=1)
+            f"{name}, {metric} (Δ vs base):\n\n" + markdown_table(["model", *domains], rows, left=1)
         )
     return "\n".join(parts)
 
@@ -716,12 +846,24 @@ def paired_test(
     return tests
 
 
+# Table 2's references: the oracle is what the routers are tested against; `none` (no
+# expert) is the PT row, already tested against the fine-tuned one.
+ORACLE = "oracle"
+NO_TEST = {ORACLE, "none"}
+
+
+def vs_oracle(router: str) -> str:
+    return f"{router} vs {ORACLE}"
+
+
 def paired(runs: Sequence[Run]) -> tuple[list[str], list[Paired]]:
     """The paired tests of a sweep, over per-query test nDCG@10 pooled over seeds (a
     query's mean over the seeds), and the settings that name them:
     - fine-tuned vs PT: each run setting's experts against the bare backbone;
     - fused vs BM25: each run setting's fused row against the first stage it reranks;
-    - EAG vs direct: runs that differ only in `curriculum` (and seed), fine-tuned rows."""
+    - EAG vs direct: runs that differ only in `curriculum` (and seed), fine-tuned rows;
+    - `<router> vs oracle`: each router's routed ranking (`runs/routed.<router>.trec`)
+      against the oracle's, in each run setting that routed."""
     names = without_seeds(runs)
     groups: dict[tuple[str, ...], list[Run]] = {}
     for run in runs:
@@ -742,7 +884,14 @@ def paired(runs: Sequence[Run]) -> tuple[list[str], list[Paired]]:
             if "eag" in by and "direct" in by:
                 eag, direct = pooled(by["eag"], "fine_tuned"), pooled(by["direct"], "fine_tuned")
                 tests += paired_test(eag, direct, settings, "EAG vs direct")
-    comparisons = ["fine-tuned vs PT", FUSED, "EAG vs direct"]
+    # Routed vs oracle: each router's routed ranking against each query to its own expert.
+    routers = by_router({n for r in runs if r.routing for n in r.routing["routers"]} - NO_TEST)
+    for settings, group in groups.items():
+        oracle = pooled(group, routed_row(ORACLE))
+        for router in routers:
+            routed_scores = pooled(group, routed_row(router))
+            tests += paired_test(routed_scores, oracle, settings, vs_oracle(router))
+    comparisons = ["fine-tuned vs PT", FUSED, "EAG vs direct", *map(vs_oracle, routers)]
     tests.sort(
         key=lambda t: (
             comparisons.index(t.comparison),

@@ -11,6 +11,7 @@ the scoring time of the experts it picked.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -56,6 +57,9 @@ class RouterResult:
     domain_accuracy: Mapping[str, float] = field(default_factory=dict)
     probe_accuracy: Mapping[str, float] = field(default_factory=dict)
     base_share: Mapping[str, float] = field(default_factory=dict)  # test, probes -> percent
+    # The routed rankings (each list under its pick, aligned with the matrix's lists): the
+    # ones `metrics` scores, for a per-query TREC run (`routed_row`).
+    routed: Sequence[ScoredList] = field(default=(), repr=False)
 
     @property
     def time_fraction(self) -> float:
@@ -134,8 +138,10 @@ def evaluate_router(
     shares = {"test": _base_share(picks)}
     probe_accuracy = {}
     if probes is not None and accuracy is not None:
-        routed = set(truth)
-        kept = [(t, d) for t, d in zip(probes.texts, probes.domains, strict=True) if d in routed]
+        domains_routed = set(truth)
+        kept = [
+            (t, d) for t, d in zip(probes.texts, probes.domains, strict=True) if d in domains_routed
+        ]
         if kept:
             texts, labels = zip(*kept, strict=True)
             probe_picks = [e for e, _ in system.route(list(texts), true_domains=list(labels))]
@@ -154,7 +160,14 @@ def evaluate_router(
         domain_accuracy=accuracy_by_domain(picks, truth) if accuracy is not None else {},
         probe_accuracy=probe_accuracy,
         base_share=shares if accuracy is not None else {},
+        routed=routed,
     )
+
+
+def routed_row(router: str) -> str:
+    """The TREC run name of a router's routed test ranking (`runs/<row>.trec`):
+    `routed.lsr@0.6`; a character a file name or a TREC tag cannot hold becomes `_`."""
+    return "routed." + re.sub(r"[^\w.@=+-]", "_", router)
 
 
 def accuracy_by_domain(picks: Sequence[str | None], truth: Sequence[str]) -> dict[str, float]:
