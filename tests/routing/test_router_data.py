@@ -143,7 +143,7 @@ def test_a_bad_probe_line_names_file_line_and_field(tmp_path) -> None:
     with pytest.raises(DataError, match=rf"{path}:3 field 'text': must be a non-empty string"):
         load_probes(path)
     path.write_text("{not json\n")
-    with pytest.raises(DataError, match=rf"{path}:1: not JSON"):
+    with pytest.raises(DataError, match=rf"{path}:1: malformed JSON"):
         load_probes(path)
 
 

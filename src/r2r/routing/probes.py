@@ -10,9 +10,9 @@ package (15 per domain: legal, medical, finance).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from r2r.data.io import read_jsonl
 from r2r.errors import DataError
 from r2r.types import LabelledQueries
 
@@ -25,15 +25,9 @@ def load_probes(path: str | Path = PROBES_FILE) -> LabelledQueries:
     if not path.is_file():
         raise FileNotFoundError(f"probe file {path} does not exist")
     texts, domains = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"not JSON ({err.msg})", file=path, line=number) from None
+    for number, row in read_jsonl(path):  # bad JSON: DataError naming file and line
         for field in ("domain", "text"):
-            if not isinstance(row, dict) or not isinstance(row.get(field), str) or not row[field]:
+            if not isinstance(row.get(field), str) or not row[field]:
                 raise DataError("must be a non-empty string", file=path, line=number, field=field)
         texts.append(row["text"])
         domains.append(row["domain"])
