@@ -437,10 +437,8 @@ def table1_cells(rows: Sequence[Row]) -> list[list[object]]:
 
 def with_interval(row: Row, metric: str) -> object:
     """`mean ± half-width` of a row over several seeds; the value itself for one seed."""
-    value = row.values.get(metric)
-    if value is None or row.n_seeds < 2:
-        return value
-    return f"{value:.1f} ± {row.ci[metric]:.1f}"
+    half = row.ci.get(metric) if row.n_seeds > 1 else None
+    return plus_minus(row.values.get(metric), half, 1)
 
 
 def markdown(names: Sequence[str], rows: Sequence[Row]) -> str:
@@ -702,7 +700,7 @@ def signed(value: float) -> str:
 def forgetting_cell(value: float, half: float | None, base: float | None) -> str:
     """`26.0 (+6.0)`: the value and its change against the bare backbone's `base` (none
     on the backbone's own row); over seeds `26.0 ± 1.2 (+6.0)`."""
-    text = f"{value:.1f}" if half is None else f"{value:.1f} ± {half:.1f}"
+    text = f"{value:.1f}" if half is None else plus_minus(value, half, 1)
     return text if base is None else f"{text} ({signed(value - base)})"
 
 
