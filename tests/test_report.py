@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from r2r.report import main, parse_overrides, read_runs, settings_of, table1
+from r2r.errors import DataError
+from r2r.report import main, parse_overrides, poolable, read_runs, settings_of, table1
 from r2r.sweep import job_record
 
 # The choices of a default job (as `r2r.sweep.job_record` writes them), to override per run.
@@ -300,27 +302,45 @@ def test_settings_of_job_records() -> None:
     """An override of a group is its choice; other overrides are settings of their own,
     values as Hydra parses them (a list of groups, `domain=[legal,medical]`, is no choice to
     Hydra); unset groups are null; override keys another run lacks come from its config;
-    `zero_shot` (whether a run also scores PT) is no setting."""
+    `zero_shot` and `curriculum.<stage>.test` (which rows a run also scores) and
+    `experts_from` (where its adapters were read from) are no settings."""
     records: Sequence[dict] = [
         {
             "job": {
                 "choices": {"backbone": "tiny_qwen", "debug": "fast"},
-                "overrides": ["backbone=tiny_qwen", "domain=[legal,medical]", "zero_shot=False"],
+                "overrides": [
+                    "backbone=tiny_qwen",
+                    "domain=[legal,medical]",
+                    "zero_shot=False",
+                    "curriculum.stage1.test=false",
+                    "experts_from=/runs/a",
+                    "curriculum.stage1.max_steps=3",
+                ],
             },
             "config": {"zero_shot": False, "domains": ["legal", "medical"]},
         },
         {
             "job": {"choices": {"backbone": "tiny_mistral"}, "overrides": ["paths.cache=/c"]},
-            "config": {"zero_shot": True, "domains": ["legal"]},
+            "config": {
+                "zero_shot": True,
+                "domains": ["legal"],
+                "curriculum": {"stage1": {"max_steps": 5}},
+            },
         },
     ]
     assert settings_of(records, [Path("a"), Path("b")]) == [
         {
             "backbone": "tiny_qwen",
+            "curriculum.stage1.max_steps": "3",
             "debug": "fast",
             "domain": "[legal,medical]",
         },
-        {"backbone": "tiny_mistral", "debug": "null", "domain": "null"},
+        {
+            "backbone": "tiny_mistral",
+            "curriculum.stage1.max_steps": "5",
+            "debug": "null",
+            "domain": "null",
+        },
     ]
     assert parse_overrides(
         ["lora.r=8", "++optimizer.lr=1.0e-3", "~routers.tfidf", "router@routers.lsr=tfidf"]
@@ -411,15 +431,34 @@ def test_tables_2_and_3_name_runs_by_their_settings_and_figures(tmp_path: Path) 
         f"-1,base,medical,30.0,,{sweep / '1'}",
         f"-1,legal,legal,26.0,6.0,{sweep / '1'}",
     ]
-    # Table 1 shows the third run too: the settings vary across all three.
-    assert (
-        (out / "table1.md").read_text().startswith("| experts_from | routers.lsr.layer | split |")
-    )
+    # Table 1 shows the third run too (its layer is the config's); where the experts were
+    # read from is no setting.
+    assert (out / "table1.md").read_text().startswith("| routers.lsr.layer | split |")
     for name in ("table1", "forgetting_0", "forgetting_1"):
         png = out / "plots" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"![{name}](plots/{name}.png)" in (out / "report.md").read_text()
     assert not list(out.glob("plots/*.partial"))
+
+
+def test_runs_that_nothing_tells_apart_are_an_error(tmp_path: Path) -> None:
+    """Where seeds vary, two runs on different experts_from folders with the same settings
+    and seed would pool as two seeds of one cell: the report names them instead."""
+    for name, seed, source in (("0", 1, "a"), ("1", 1, "b"), ("2", 2, "c")):
+        write_run(
+            tmp_path / name, {"fine_tuned": 30.0}, job(f"seed={seed}", f"experts_from={source}")
+        )
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path), "--no-plots"])
+    assert exit_.value.code == 2
+    with pytest.raises(
+        DataError, match=rf"^{tmp_path / '1' / 'results.json'}: the same settings as"
+    ):
+        poolable(read_runs(tmp_path))
+    shutil.rmtree(tmp_path / "1")  # seeds 1 and 2: one cell of two seeds
+    poolable(read_runs(tmp_path))
+    assert main([str(tmp_path), "--no-plots"]) == 0
+    assert "± " in (tmp_path / "table1.md").read_text()
 
 
 def test_failed_jobs_are_listed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -20,9 +20,10 @@ Runs are named by what was swept, read back from the runs, never guessed:
   as Hydra parses them, written as on its command line (`false`, `0.001`, `[a,b]`). An
   override of a group is that group's choice. Where another run lacks an override key,
   its value comes from that run's resolved config (`lora.r` of a run that kept the
-  default); a group a run left unset is `null`. `paths.*`, `skip_finished`, `hydra` keys
-  and the `sweep` grid are not settings (where a run lives, how it resumes, which grid
-  launched it).
+  default); a group a run left unset is `null`. `paths.*`, `skip_finished`, `hydra` keys,
+  the `sweep` grid and `experts_from` are not settings (where a run lives, how it resumes,
+  which grid launched it, where its adapters were read from), nor are `zero_shot` and
+  `curriculum.<stage>.test` (which rows a run also scored).
 - Runs without a `job` record (written before it existed, or outside a Hydra run) are
   compared on the leaves of their resolved configs instead (`lora.r`, `curriculum.name`;
   leaves that hold the run's own `paths.output` are where it lives, not settings); if any
@@ -161,13 +162,18 @@ def lookup(config: Any, key: str) -> Any:
 
 # Not settings: where a run lives and how it resumes (IGNORED), Hydra's own keys, the
 # `sweep` grid that launched it (it sets only Hydra's sweeper: a job of sweep=table1 and
-# the same job of sweep=masking are one configuration), and `zero_shot`, which says only
-# whether a run also scores the PT row (a sweep scores it in one run: that row is shared).
-NOT_SETTINGS = (*IGNORED, "hydra", "sweep", "zero_shot")
+# the same job of sweep=masking are one configuration), `zero_shot` and a stage's `test`
+# (`curriculum.stage1.test`), which say only whether a run also scores a row (the PT row is
+# shared by a sweep's runs), and `experts_from`, the folder a run took its trained adapters
+# from (a path, like `paths.*`: the settings they were trained with name the run).
+NOT_SETTINGS = (*IGNORED, "hydra", "sweep", "zero_shot", "experts_from")
 
 
 def is_setting(key: str) -> bool:
-    return key.split(".")[0].split("/")[0] not in NOT_SETTINGS
+    parts = key.split("/")[0].split(".")
+    if parts[0] == "curriculum" and len(parts) == 3 and parts[2] == "test":
+        return False
+    return parts[0] not in NOT_SETTINGS
 
 
 def parse_overrides(overrides: Sequence[str]) -> dict[str, str]:
@@ -339,6 +345,22 @@ def over_seeds(rows: Sequence[Row]) -> list[Row]:
             )
         )
     return merged
+
+
+def poolable(runs: Sequence[Run]) -> None:
+    """Where seeds vary (cells pool them), no two runs may share every setting, seed
+    included (e.g. runs on two `experts_from` folders): they would pool as two seeds."""
+    if not any(is_seed(n) for n in varying(runs)):
+        return
+    seen: dict[tuple, str] = {}
+    for run in runs:
+        first = seen.setdefault(tuple(sorted(run.settings.items())), run.path)
+        if first != run.path:
+            raise DataError(
+                f"the same settings as {first}, seed included: its cells would pool them as "
+                "two seeds; tell them apart with an override, or report them separately",
+                file=Path(run.path) / RESULTS,
+            )
 
 
 def without_seeds(runs: Sequence[Run]) -> list[str]:
@@ -980,6 +1002,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failures = failed_jobs(args.sweep)
     try:
         runs = read_runs(args.sweep)
+        poolable(runs)
     except FileNotFoundError as error:
         parser.exit(2, f"error: {error} ({len(failures)} failed jobs)\n")
     except DataError as error:
