@@ -1,6 +1,13 @@
 from __future__ import annotations
 
 import os
+
+# One OpenMP thread per test process, set before torch is imported: the tests' models are
+# tiny (hidden size 64), where a second thread costs more than it saves, and the suite runs
+# in two pytest-xdist workers on a 2-core machine (more threads than cores spin against each
+# other). Subprocesses (multiruns, DDP ranks) inherit it. An explicit setting wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import subprocess
 import sys
 from collections.abc import Callable

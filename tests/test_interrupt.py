@@ -53,7 +53,8 @@ def terminate_when_training(process: subprocess.Popen, timeout: float = 240) -> 
     return "".join(seen)
 
 
-WHERE = "interrupted by SIGTERM at stage fine_tuned, the legal adapter, step"
+# The step is named once one has run (on a loaded machine the signal can come first).
+WHERE = "interrupted by SIGTERM at stage fine_tuned, the legal adapter(, step [0-9]+)?"
 
 
 def test_sigterm_during_training_ends_a_sweep_with_143_and_its_summary(tmp_path: Path) -> None:
@@ -68,9 +69,9 @@ def test_sigterm_during_training_ends_a_sweep_with_143_and_its_summary(tmp_path:
     first, second = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
     assert first.startswith("0_") and second.startswith("1_")
     assert "0 jobs finished, 1 failed, 1 did not finish" in log
-    assert re.search(f"the sweep was {WHERE} [0-9]+; re-run the command", log)
+    assert re.search(f"the sweep was {WHERE}; re-run the command", log)
     failure = json.loads((tmp_path / "sweep" / first / "failed.json").read_text())
-    assert re.fullmatch(f"Interrupted: {WHERE} [0-9]+", failure["error"]), failure["error"]
+    assert re.fullmatch(f"Interrupted: {WHERE}", failure["error"]), failure["error"]
     # The second job did not start: Hydra's folder only.
     assert sorted(p.name for p in (tmp_path / "sweep" / second).iterdir()) == [".hydra", "run.log"]
 
@@ -81,5 +82,5 @@ def test_sigterm_during_training_ends_a_run_with_143(tmp_path: Path) -> None:
     log = terminate_when_training(run)
     assert run.returncode == 143, log[-3000:]
     failure = json.loads((tmp_path / "run" / "failed.json").read_text())
-    assert re.fullmatch(f"Interrupted: {WHERE} [0-9]+", failure["error"]), failure["error"]
+    assert re.fullmatch(f"Interrupted: {WHERE}", failure["error"]), failure["error"]
     assert not (tmp_path / "run" / "results.json").exists()
