@@ -26,7 +26,7 @@ from r2r.metrics import metric_names, rank
 from r2r.models.backbones import load_tiny
 from r2r.models.scorer import RerankerScorer
 from r2r.models.templates import QWEN3_RERANKER, PairEncoder
-from r2r.pipeline import Job, baselines, ceilings, check, run, write_outputs
+from r2r.pipeline import Job, baselines, ceilings, check, prepare, run, write_outputs
 from r2r.report import per_query
 from r2r.types import ScoredList
 
@@ -569,3 +569,18 @@ def test_the_dense_row_is_written_after_bm25_with_its_run_file(make_cfg) -> None
         "a",
         "1",
     ]
+
+
+def test_every_training_seed_scores_the_same_query_sample(make_cfg) -> None:
+    """`datamodule.max_queries` samples the evaluation queries with the data split's seed
+    (`data.seed`): runs of other training seeds score the same queries, so seeds average
+    and pair over one test set; another data.seed draws another sample."""
+
+    def sample(*overrides: str) -> list[str]:
+        cfg = make_cfg("debug=fast", "domain=legal", "datamodule.max_queries.test=3", *overrides)
+        return [c.query.id for c in prepare(cfg, []).datamodule().candidate_lists("test")]
+
+    first = sample("seed=0")
+    assert len(first) == 3
+    assert sample("seed=1") == first
+    assert sample("seed=0", "data.seed=1") != first

@@ -117,6 +117,8 @@ class Job:
             masker=masker,
             eval_masker=self.eval_masker,
             seed=self.cfg.seed,
+            # The evaluation sample (max_queries) follows the data split's seed, not training's.
+            sample_seed=self.cfg.data.get("seed", self.cfg.seed),
             **self.cfg.datamodule,
         )
 

@@ -67,6 +67,9 @@ def test_max_queries_samples_each_domain_with_the_seed() -> None:
     assert ids == [i for i in full if i in set(ids)]
     assert ids == query_ids(module(max_queries={"test": 5}), "test")
     assert ids != query_ids(module(max_queries={"test": 5}, seed=1), "test")
+    # The sample follows sample_seed (the data split's seed) where given, not the run's seed.
+    assert ids == query_ids(module(max_queries={"test": 5}, seed=1, sample_seed=0), "test")
+    assert ids != query_ids(module(max_queries={"test": 5}, seed=0, sample_seed=1), "test")
     # Other splits keep every query; a limit above the count changes nothing.
     assert query_ids(limited, "dev") == query_ids(module(), "dev")
     assert query_ids(module(max_queries={"test_seen": 50}), "test_seen") == query_ids(

@@ -43,6 +43,9 @@ class RerankDataModule(L.LightningDataModule):
     train_batch_size: examples per step (groups, pairs or rows, by mode).
     eval_batch_size: (query, passage) pairs per scoring batch.
     max_queries: evaluate on a seeded sample of at most N queries per domain, per split.
+    seed: the run's seed (training order, masking); sample_seed: the max_queries sample's
+        (the data split's seed, so that runs of every training seed score the same queries;
+        None: `seed`).
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class RerankDataModule(L.LightningDataModule):
         num_workers: int,
         max_queries: Mapping[str, int | None],
         seed: int,
+        sample_seed: int | None = None,
         masker: Masker | None = None,
         eval_masker: Masker | None = None,
     ) -> None:
@@ -77,6 +81,7 @@ class RerankDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.sample_seed = seed if sample_seed is None else sample_seed
         self._groups: list[RankingGroup] | None = None
         self._examples: list[TrainingExample] | None = None
         self._lists: dict[Split, list[CandidateList]] = {}
@@ -140,7 +145,7 @@ class RerankDataModule(L.LightningDataModule):
             for d in self.domains:
                 lists = self.miner.candidate_lists(self.datasets[d], split)
                 if limit is not None and len(lists) > limit:
-                    rng = random.Random(f"{self.seed}:{d}:{split}")
+                    rng = random.Random(f"{self.sample_seed}:{d}:{split}")
                     keep = set(rng.sample(range(len(lists)), limit))
                     lists = [c for i, c in enumerate(lists) if i in keep]
                 self._lists[split] += lists
