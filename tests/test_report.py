@@ -662,6 +662,25 @@ def test_paired_tests_over_queries_pool_the_seeds(tmp_path: Path) -> None:
     assert "## Paired tests" in (tmp_path / "report.md").read_text()
 
 
+def test_a_curriculum_without_its_own_pt_row_is_tested_against_the_others(
+    tmp_path: Path,
+) -> None:
+    """A sweep that scores PT in the EAG runs only (`zero_shot=false` in the direct ones):
+    direct's fine-tuned vs PT tests use that PT row, the same figures as with its own."""
+    write_seeded_sweep(tmp_path)
+    assert main([str(tmp_path), "--no-plots"]) == 0
+    before = (tmp_path / "paired.csv").read_text()
+    for run in tmp_path.glob("*curriculum=direct*"):
+        (run / "runs" / "zero_shot.trec").unlink()
+    assert main([str(tmp_path), "--no-plots"]) == 0
+    assert (tmp_path / "paired.csv").read_text() == before
+    assert "direct,fine-tuned vs PT,all," in before
+    for run in tmp_path.glob("*curriculum=eag*"):  # no PT anywhere: no such test
+        (run / "runs" / "zero_shot.trec").unlink()
+    assert main([str(tmp_path), "--no-plots"]) == 0
+    assert "fine-tuned vs PT" not in (tmp_path / "paired.csv").read_text()
+
+
 def test_a_bad_trec_line_is_one_error_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -876,10 +876,26 @@ def vs_oracle(router: str) -> str:
     return f"{router} vs {ORACLE}"
 
 
+def bare(
+    groups: Mapping[tuple[str, ...], Sequence[Run]], settings: tuple[str, ...], at: int | None
+) -> dict[str, float]:
+    """The PT row's per-query scores for the runs of `settings`: their own, else (a sweep
+    scores PT in one run, `zero_shot=false` elsewhere) those of the runs that differ only in
+    the curriculum (column `at`), which trains adapters and leaves the bare backbone as is."""
+    own = pooled(groups[settings], "zero_shot")
+    if own or at is None:
+        return own
+    rest = settings[:at] + settings[at + 1 :]
+    return pooled(
+        [r for s, g in groups.items() if s[:at] + s[at + 1 :] == rest for r in g], "zero_shot"
+    )
+
+
 def paired(runs: Sequence[Run]) -> tuple[list[str], list[Paired]]:
     """The paired tests of a sweep, over per-query test nDCG@10 pooled over seeds (a
     query's mean over the seeds), and the settings that name them:
-    - fine-tuned vs PT: each run setting's experts against the bare backbone;
+    - fine-tuned vs PT: each run setting's experts against the bare backbone (scored in
+      those runs, else in runs that differ only in `curriculum`);
     - fused vs BM25: each run setting's fused row against the first stage it reranks;
     - EAG vs direct: runs that differ only in `curriculum` (and seed), fine-tuned rows;
     - `<router> vs oracle`: each router's routed ranking (`runs/routed.<router>.trec`)
@@ -888,13 +904,17 @@ def paired(runs: Sequence[Run]) -> tuple[list[str], list[Paired]]:
     groups: dict[tuple[str, ...], list[Run]] = {}
     for run in runs:
         groups.setdefault(tuple(run.settings[n] for n in names), []).append(run)
+    curriculum = next((n for n in names if n in CURRICULUM), None)
     tests = []
     for settings, group in groups.items():
         tests += paired_test(
-            pooled(group, "fine_tuned"), pooled(group, "zero_shot"), settings, "fine-tuned vs PT"
+            pooled(group, "fine_tuned"),
+            bare(groups, settings, names.index(curriculum) if curriculum else None),
+            settings,
+            "fine-tuned vs PT",
         )
         tests += paired_test(pooled(group, "fused"), pooled(group, "bm25"), settings, FUSED)
-    if (curriculum := next((n for n in names if n in CURRICULUM), None)) is not None:
+    if curriculum is not None:
         at = names.index(curriculum)
         arms: dict[tuple[str, ...], dict[str, list[Run]]] = {}
         for settings, group in groups.items():
