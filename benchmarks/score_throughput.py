@@ -85,7 +85,7 @@ def main() -> None:
     model = add_lora(
         backbone.model, **OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml").lora)
     ).to(device)
-    scorer = RerankerScorer.from_backbone(backbone, model)
+    scorer = RerankerScorer.from_backbone(backbone, model, share_prefix=True, chunk_tokens=None)
 
     def score() -> None:
         with torch.no_grad():

@@ -31,6 +31,7 @@ FEEDS: dict[str, tuple[str, ...]] = {
     "inputs": ("r2r.models.templates.PairEncoder",),
     "datamodule": ("r2r.data.datamodule.RerankDataModule",),
     "lora": ("r2r.models.experts.add_lora", "r2r.models.experts.start_expert"),
+    "scorer": ("r2r.models.scorer.RerankerScorer",),
     "best_adapter": ("r2r.lit_reranker.BestAdapter",),
     "checkpoint": ("r2r.checkpoints.PeriodicCheckpoint",),
     "progress": ("r2r.progress.configure",),

@@ -62,6 +62,7 @@ def bank(adapters: dict[str, Path], *, device: str = "cpu", backbone: Backbone |
         adapters,
         inputs=OmegaConf.to_container(cfg.inputs),
         batch_size=cfg.datamodule.eval_batch_size,
+        scorer=OmegaConf.to_container(cfg.scorer),
         device=device,
     )
 

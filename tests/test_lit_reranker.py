@@ -100,7 +100,7 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(backbone) -> None:
     model = add_lora(backbone.model, r=8, alpha=16, **LORA)
     try:
         module = RerankerModule(
-            RerankerScorer.from_backbone(backbone, model),
+            RerankerScorer.from_backbone(backbone, model, share_prefix=True, chunk_tokens=None),
             loss=INFONCE,
             optimizer=partial(torch.optim.AdamW, lr=1e-2),
             scheduler=None,
@@ -214,7 +214,7 @@ def test_training_runs_in_train_mode_and_validation_in_eval_mode(backbone) -> No
     try:
         model.eval()
         module = _ModeProbe(
-            RerankerScorer.from_backbone(backbone, model),
+            RerankerScorer.from_backbone(backbone, model, share_prefix=True, chunk_tokens=None),
             loss=INFONCE,
             optimizer=partial(torch.optim.AdamW, lr=1e-3),
             scheduler=None,
@@ -301,7 +301,7 @@ def test_each_training_mode_hands_the_loss_its_shape_and_labels(
     model = add_lora(backbone.model, r=4, alpha=8, **LORA)
     try:
         module = _LossProbe(
-            RerankerScorer.from_backbone(backbone, model),
+            RerankerScorer.from_backbone(backbone, model, share_prefix=True, chunk_tokens=None),
             loss=loss,
             optimizer=partial(torch.optim.AdamW, lr=1e-3),
             scheduler=None,

@@ -93,7 +93,7 @@ def test_checkpointing_keeps_the_loss_and_lora_gradients_and_saves_less() -> Non
     results = {}
     for checkpointing in (False, True):
         backbone, model = lora_model(checkpointing=checkpointing)
-        scorer = RerankerScorer.from_backbone(backbone, model)
+        scorer = RerankerScorer.from_backbone(backbone, model, share_prefix=True, chunk_tokens=None)
         scorer.train()  # HF checkpoints in train mode only
         batch = collate(backbone, groups(2))
         saved: list[int] = []
@@ -132,10 +132,12 @@ def test_checkpointing_leaves_scoring_in_eval_mode_unchanged() -> None:
     checkpoint_activations(checkpointed.model)
     batch = collate(plain, groups(2))
     with torch.no_grad():
-        got = RerankerScorer.from_backbone(checkpointed)(
+        got = RerankerScorer.from_backbone(checkpointed, share_prefix=True, chunk_tokens=None)(
             batch["input_ids"], batch["attention_mask"]
         )
-        want = RerankerScorer.from_backbone(plain)(batch["input_ids"], batch["attention_mask"])
+        want = RerankerScorer.from_backbone(plain, share_prefix=True, chunk_tokens=None)(
+            batch["input_ids"], batch["attention_mask"]
+        )
     assert torch.equal(got, want)
 
 
@@ -153,7 +155,7 @@ def fit(
             return super().training_step(batch, batch_idx)
 
     module = Counting(
-        RerankerScorer.from_backbone(backbone, model),
+        RerankerScorer.from_backbone(backbone, model, share_prefix=True, chunk_tokens=None),
         loss=INFONCE,
         optimizer=partial(torch.optim.SGD, lr=0.5),
         scheduler=partial(
@@ -310,7 +312,7 @@ def test_4bit_tiny_model_trains_one_step(tmp_path: Path) -> None:
     peft_model = add_lora(backbone.model, **LORA)
     before = lora_state(peft_model)
     module = RerankerModule(
-        RerankerScorer.from_backbone(backbone, peft_model),
+        RerankerScorer.from_backbone(backbone, peft_model, share_prefix=True, chunk_tokens=None),
         loss=INFONCE,
         optimizer=partial(torch.optim.AdamW, lr=1e-3),
         scheduler=None,

@@ -174,7 +174,9 @@ def test_saved_expert_reproduces_fine_tuned_scores_with_plain_peft(finished) -> 
     miner = BM25Miner(instantiate(cfg.mining), cache_dir=Path(cfg.paths.cache) / "mining")
     backbone = load_tiny("qwen", template=QWEN3_RERANKER, seed=cfg.seed)
     model = PeftModel.from_pretrained(backbone.model, str(out / "experts" / "legal"))
-    scorer = RerankerScorer.from_backbone(backbone, model).eval()
+    scorer = RerankerScorer.from_backbone(
+        backbone, model, share_prefix=True, chunk_tokens=None
+    ).eval()
     encoder = PairEncoder(backbone.tokenizer, backbone.template, **cfg.inputs)
     lists = miner.candidate_lists(dataset, "test")
     scored = []

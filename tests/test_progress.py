@@ -23,6 +23,7 @@ from r2r.routing.features import LatentFeaturizer
 from r2r.types import CandidateList, Passage, Query, RetrievalDataset, TrainingExample
 
 INPUTS = {"max_length": 128, "max_query_length": 16, "instruction": None}
+SCORER = {"share_prefix": True, "chunk_tokens": None}
 
 
 class Clock:
@@ -125,7 +126,7 @@ def test_formatting() -> None:
 
 
 def test_scoring_mining_and_features_name_their_work(caplog, lines_every_call, backbone) -> None:
-    bank = ExpertBank(backbone, {}, inputs=INPUTS, batch_size=2)
+    bank = ExpertBank(backbone, {}, inputs=INPUTS, batch_size=2, scorer=SCORER)
     bank.score(None, ["q1", "q2", "q3"], ["d1", "d2", "d3"])
     corpus = {
         k: Passage(k, v) for k, v in {"a": "aspirin pain", "b": "zinc", "c": "aspirin"}.items()
@@ -151,8 +152,8 @@ def test_scoring_mining_and_features_name_their_work(caplog, lines_every_call, b
     BM25Miner(settings).candidate_lists(dataset, "test")
     LatentFeaturizer.from_backbone(backbone, batch_size=2)(["q1", "q2", "q3"])
     # The rate and times come from the real clock: the lines are checked up to them.
+    # Scoring advances a window of several batches at a time (here: all three pairs).
     assert [m.split(",")[0] for m in messages(caplog)] == [
-        "score backbone: 2/3 pairs (67%)",
         "score backbone: 3/3 pairs (100%)",
         "mine toy test: 1/2 queries (50%)",
         "mine toy test: 2/2 queries (100%)",
@@ -178,7 +179,7 @@ def test_training_logs_step_loss_and_pairs_per_second(caplog, backbone) -> None:
     model = add_lora(backbone.model, r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
     try:
         module = _Timed(
-            RerankerScorer.from_backbone(backbone, model),
+            RerankerScorer.from_backbone(backbone, model, share_prefix=True, chunk_tokens=None),
             loss=partial(infonce, temperature=1.0),
             optimizer=partial(torch.optim.AdamW, lr=1e-3),
             scheduler=None,

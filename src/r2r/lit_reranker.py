@@ -57,7 +57,8 @@ class RerankerModule(L.LightningModule):
         self.scorer.train()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        scores = self.scorer(batch["input_ids"], batch["attention_mask"])  # (B * G,)
+        # Rows of one query compute their shared prompt prefix once (`batch["groups"]`).
+        scores = self.scorer(batch["input_ids"], batch["attention_mask"], batch.get("groups"))
         if batch["group_size"] is not None:
             scores = scores.view(-1, batch["group_size"])  # (B, G)
         loss = self.loss(scores, batch["labels"], batch.get("teacher"))
@@ -88,7 +89,8 @@ class RerankerModule(L.LightningModule):
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        scores = self.scorer(batch["input_ids"], batch["attention_mask"]).float().cpu().tolist()
+        ids, mask, groups = batch["input_ids"], batch["attention_mask"], batch.get("groups")
+        scores = self.scorer(ids, mask, groups).float().cpu().tolist()
         self._scores.extend(zip(batch["refs"], scores, strict=True))
 
     def on_validation_epoch_end(self) -> None:

@@ -136,6 +136,7 @@ class Job:
             inputs=OmegaConf.to_container(self.cfg.inputs, resolve=True),
             batch_size=self.cfg.datamodule.eval_batch_size,
             device=self.device,
+            scorer=OmegaConf.to_container(self.cfg.scorer, resolve=True),
         )
 
 
@@ -341,7 +342,7 @@ def train_adapter(job: Job, name: str, stage: Stage, unit: str, init: Path | Non
     reseed(cfg.seed, name, unit)
     model = start_expert(job.backbone.model, init_from=init, **cfg.lora)
     module = RerankerModule(
-        RerankerScorer.from_backbone(job.backbone, model),
+        RerankerScorer.from_backbone(job.backbone, model, **cfg.scorer),
         loss=instantiate(cfg.loss),
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler, num_training_steps=stage.max_steps),

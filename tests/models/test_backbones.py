@@ -124,7 +124,7 @@ def test_smollm2_gguf_scores_a_batch():
         ["Paris is the capital of France.", "The stock rose 3 percent in the third quarter."],
         max_length=256, max_query_length=64,
     )  # fmt: skip
-    scores = RerankerScorer.from_backbone(backbone)(**enc)
+    scores = RerankerScorer.from_backbone(backbone, share_prefix=True, chunk_tokens=None)(**enc)
     assert scores.shape == (2,) and torch.isfinite(scores).all()
     # The scorer matches the full LM forward on a real checkpoint too.
     n = int(enc["attention_mask"][0].sum())

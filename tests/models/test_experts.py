@@ -33,7 +33,9 @@ def scores(model, tok, pairs) -> torch.Tensor:
     yes_id, no_id = yes_no_ids(tok, QWEN3_RERANKER)
     enc = encode_pairs(tok, QWEN3_RERANKER, *pairs, max_length=128, max_query_length=16)
     with torch.no_grad():
-        return RerankerScorer(model, yes_id=yes_id, no_id=no_id)(**enc)
+        return RerankerScorer(
+            model, yes_id=yes_id, no_id=no_id, share_prefix=True, chunk_tokens=None
+        )(**enc)
 
 
 def perturb(model: PeftModel, seed: int, adapter_name: str = "default") -> None:
@@ -177,7 +179,11 @@ def test_the_expert_bank_scores_each_adapter_as_plain_peft_does(tmp_path, pairs)
     backbone = Backbone(freeze(fresh_base()[0]), tok, QWEN3_RERANKER, name="tiny")
     inputs = {"max_length": 128, "max_query_length": 16, "instruction": None}
     bank = ExpertBank(
-        backbone, {n: tmp_path / n for n in ("legal", "medical")}, inputs=inputs, batch_size=2
+        backbone,
+        {n: tmp_path / n for n in ("legal", "medical")},
+        inputs=inputs,
+        batch_size=2,
+        scorer={"share_prefix": True, "chunk_tokens": None},
     )
     assert bank.names == ["legal", "medical"]
     for name in ("legal", "medical"):

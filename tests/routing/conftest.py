@@ -86,6 +86,7 @@ def expert_bank() -> Callable[..., ExpertBank]:
             adapters,
             inputs={**OmegaConf.to_container(cfg.inputs), **inputs},
             batch_size=cfg.datamodule.eval_batch_size,
+            scorer=OmegaConf.to_container(cfg.scorer),
         )
 
     return make

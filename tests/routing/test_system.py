@@ -64,7 +64,9 @@ def reference_scores(folder: Path | None, query: str, docs: list[str]) -> list[f
     """Scores from a fresh backbone holding only that expert (None: the bare backbone)."""
     backbone = tiny()
     model = backbone.model if folder is None else PeftModel.from_pretrained(backbone.model, folder)
-    scorer = RerankerScorer.from_backbone(backbone, model).eval()
+    scorer = RerankerScorer.from_backbone(
+        backbone, model, share_prefix=True, chunk_tokens=None
+    ).eval()
     batch = PairEncoder(backbone.tokenizer, backbone.template, **INPUTS)([query] * len(docs), docs)
     with torch.no_grad():
         return scorer(batch["input_ids"], batch["attention_mask"]).tolist()

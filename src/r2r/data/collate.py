@@ -17,6 +17,7 @@ class ExampleCollator:
     """A batch of training examples of one size (groups of G, pairs, or single rows).
 
     Returns the encoded (query, passage) rows, row b * G + j being example b's passage j,
+    their query `groups` (`query_groups`),
     with `labels` (and `teacher` when the examples carry teacher scores) shaped (B, G) for
     groups and pairs, (B,) for rows (`group_size` None), as the losses take them.
     """
@@ -34,6 +35,7 @@ class ExampleCollator:
         documents = [p.content for e in examples for p in e.passages]
         batch: dict[str, Any] = {
             **self.encoder(queries, documents),  # (B * G, L)
+            "groups": query_groups(queries),
             "group_size": size if self.grouped else None,
             "labels": _matrix([e.labels for e in examples], self.grouped),
         }
@@ -43,6 +45,13 @@ class ExampleCollator:
                 raise ValueError("some examples of the batch have teacher scores, some not")
             batch["teacher"] = _matrix(teachers, self.grouped)
         return batch
+
+
+def query_groups(queries: list[str]) -> torch.Tensor:
+    """(N,) ids, equal for the rows of one query text: the rows whose prompt prefix the
+    scorer computes once (`RerankerScorer.forward`)."""
+    number: dict[str, int] = {}
+    return torch.tensor([number.setdefault(q, len(number)) for q in queries], dtype=torch.long)
 
 
 def _matrix(rows: list, grouped: bool) -> torch.Tensor:
@@ -69,14 +78,19 @@ class Refs:
 
 @dataclass(frozen=True)
 class PairCollator:
-    """Evaluation pairs -> encoded rows, with the `refs` that place each score in its list."""
+    """Evaluation pairs -> encoded rows, their query `groups`, and the `refs` that place
+    each score in its list."""
 
     encoder: PairEncoder
 
     def __call__(self, refs: list[PairRef]) -> dict[str, Any]:
         queries = [r.candidates.query.text for r in refs]
         documents = [r.candidates.passages[r.position].content for r in refs]
-        return {**self.encoder(queries, documents), "refs": Refs(refs)}
+        return {
+            **self.encoder(queries, documents),
+            "groups": query_groups(queries),
+            "refs": Refs(refs),
+        }
 
 
 def eval_pairs(lists) -> list[PairRef]:

@@ -165,6 +165,7 @@ class ExpertBank:
         *,
         inputs: Mapping[str, Any],
         batch_size: int,
+        scorer: Mapping[str, Any],
         device: str | torch.device = "cpu",
     ) -> None:
         self.backbone = backbone
@@ -178,7 +179,9 @@ class ExpertBank:
         self.inputs = dict(inputs)
         self.batch_size = batch_size
         self.encoder = PairEncoder(backbone.tokenizer, backbone.template, **self.inputs)
-        self.scorer = RerankerScorer.from_backbone(backbone, model).eval()
+        # RerankerScorer's options (share_prefix, chunk_tokens: the `scorer` config node).
+        self.scorer_options = dict(scorer)
+        self.scorer = RerankerScorer.from_backbone(backbone, model, **self.scorer_options).eval()
 
     @property
     def names(self) -> list[str]:

@@ -195,6 +195,7 @@ class RoutedReranker:
                 "threshold": self.threshold,
                 "inputs": self.bank.inputs,
                 "batch_size": self.bank.batch_size,
+                "scorer": self.bank.scorer_options,
             }
             write_json_atomic(staged / "system.json", meta)
             if self.fusion is not None:
@@ -231,6 +232,7 @@ class RoutedReranker:
             inputs=meta["inputs"],
             batch_size=meta["batch_size"],
             device=device,
+            scorer=scorer_options(meta.get("scorer", {}), path),
         )
         router = load_router(folder / "router", backbone=backbone, model=bank.model)
         return cls(
@@ -249,6 +251,20 @@ SAFE_TARGETS = {
     for name in ("load_hub", "load_gguf_smollm2", "load_tiny")
 } | {"r2r.models.templates.named_template": named_template}
 EXPERT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def scorer_options(node: Any, path: Path) -> dict[str, Any]:
+    """A system.json's `scorer` options (systems saved before them have none)."""
+    kinds = {"share_prefix": (bool,), "chunk_tokens": (int, type(None))}
+    if not isinstance(node, dict) or any(
+        key not in kinds or not isinstance(value, kinds[key]) for key, value in node.items()
+    ):
+        raise DataError(
+            f"`scorer` must map share_prefix (true/false) and chunk_tokens (an integer or "
+            f"null); got {node!r}",
+            file=path,
+        )
+    return dict(node)
 
 
 def build_backbone(node: Any, path: Path) -> Backbone:
