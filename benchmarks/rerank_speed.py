@@ -389,6 +389,22 @@ def flag_reranker(
     return reranker, ""
 
 
+@torch.no_grad()
+def list_order_scores(
+    scorer: RerankerScorer, encoder: PairEncoder, pairs: Pairs, batch: int, device: torch.device
+) -> list[float]:
+    """r2r's scoring path before shared prefixes and length order (r2r 0.1 `score_pairs`):
+    batches of `batch` pairs in list order, each row run whole."""
+    scores: list[float] = []
+    for at in range(0, len(pairs), batch):
+        enc = encoder(pairs.queries[at : at + batch], pairs.documents[at : at + batch])
+        ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        logits = scorer.answer_logits(scorer.last_hidden(ids, mask))  # (B, 2): yes, no
+        margin = logits[:, 0] if scorer.scoring == "yes_logit" else logits[:, 0] - logits[:, 1]
+        scores += margin.tolist()
+    return scores
+
+
 def build_systems(
     args: argparse.Namespace,
     backbone: Backbone,
@@ -403,7 +419,7 @@ def build_systems(
     yes, no = yes_no_ids(backbone.tokenizer, backbone.template)
     answer = (yes, no, backbone.template.scoring)
     model = backbone.model.to(device)
-    models: dict[str, nn.Module] = {"r2r": model, "plain": model}
+    models: dict[str, nn.Module] = {"r2r": model, "r2r-list-order": model, "plain": model}
     scorers = {"r2r": RerankerScorer.from_backbone(backbone, model, **options).eval()}
     if args.bf16:
         half = copy.deepcopy(model).to(torch.bfloat16)
@@ -435,6 +451,15 @@ def build_systems(
                     note="r2r.models.scorer.score_pairs",
                 )
             )
+        systems.append(
+            System(
+                "r2r-list-order",
+                batch,
+                lambda b=batch: list_order_scores(scorers["r2r"], encoder, pairs, b, device),
+                scorers["r2r"].model.get_decoder(),
+                note="r2r's scorer as it scored before prefix sharing: list order, one pass",
+            )
+        )
         systems.append(
             System(
                 "st",
