@@ -55,6 +55,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false" if THREADS == 1 else "true")
 
 import copy  # noqa: E402
+import ctypes  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -546,6 +547,7 @@ def agreement(scores: Sequence[float], reference: Sequence[float], lists: Sequen
         "spearman_min": min(rhos) if rhos else None,
         "spearman_mean": statistics.fmean(rhos) if rhos else None,
         "lists_compared": len(rhos),
+        "spearman_per_list": rhos,
     }
 
 
@@ -580,6 +582,27 @@ def left_padded(ids: torch.Tensor, mask: torch.Tensor, pad_id: int) -> tuple[tor
         out_ids[i, ids.shape[1] - n :] = ids[i, :n]
         out_mask[i, ids.shape[1] - n :] = 1
     return out_ids, out_mask
+
+
+def rss_kib(field: str) -> int:
+    """A memory figure of this process from /proc/self/status, in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def rss_peak_reset() -> int | None:
+    """Reset the process's peak resident memory (VmHWM) to its current size and return that
+    size in KiB; None where Linux's /proc/self/clear_refs is not available. Freed heap goes
+    back to the OS first (glibc malloc_trim), so an earlier system's freed memory does not
+    hide the next one's peak."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+        return rss_kib("VmRSS")
+    except (OSError, KeyError):
+        return None
 
 
 def train_benchmark(
@@ -641,13 +664,17 @@ def train_benchmark(
     slots: dict[str, tuple[int, int]] = {}
     seconds: dict[str, list[float]] = {name: [] for name in steps}
     extra_mib: dict[str, float | None] = {name: None for name in steps}
-    for name, fn in steps.items():  # warm-up step: the untrained LoRA's loss, CUDA memory
+    cpu_mib: dict[str, float | None] = {name: None for name in steps}
+    for name, fn in steps.items():  # warm-up step: the untrained LoRA's loss, peak memory
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             before = torch.cuda.memory_allocated(device)
+        rss = rss_peak_reset()
         with TokenCounter(decoders[name]) as counter:
             first[name] = fn()
         slots[name] = (counter.slots, counter.real)
+        if rss is not None:
+            cpu_mib[name] = (rss_kib("VmHWM") - rss) / 1024
         if device.type == "cuda":
             extra_mib[name] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
     names = list(steps)
@@ -680,6 +707,9 @@ def train_benchmark(
             "steps_per_s": 1 / median,
             "pairs_per_s": count * size / median,
             "cuda_extra_peak_mib": extra_mib[name],
+            # The process's peak resident memory above its size before the first step
+            # (Linux VmHWM, reset before each system's step; None elsewhere).
+            "rss_extra_peak_mib": cpu_mib[name],
             "token_slots": slots[name][0],
             "padding_share": 1 - slots[name][1] / slots[name][0],
         }
@@ -687,6 +717,70 @@ def train_benchmark(
         out["systems"]["r2r"]["steps_per_s"] / out["systems"]["plain"]["steps_per_s"]
     )
     return out
+
+
+def routed_benchmark(
+    args: argparse.Namespace,
+    cfg: DictConfig,
+    backbone: Backbone,
+    lists: Sequence[CandidateList],
+    device: torch.device,
+) -> dict[str, Any]:
+    """`RoutedReranker.rerank` of 20 candidates per query (two lists' passages) under the
+    configured LSR and three LoRA experts, against the router's own share: its
+    `predict_proba` of the query alone (the frozen backbone's forward and the head), timed
+    on the same queries. The experts are fresh adapters (B = 0): they cost what trained
+    ones cost."""
+    from r2r.data.datamodule import QuerySet
+    from r2r.models.experts import ExpertBank, save_adapter
+    from r2r.routing.base import build_router
+    from r2r.routing.system import RoutedReranker
+
+    domains = ["legal", "medical", "finance"]
+    lora = OmegaConf.to_container(cfg.lora, resolve=True)
+    items = [
+        (lists[i].query.text, [p.content for p in lists[i].passages + lists[i + 1].passages][:20])
+        for i in range(0, len(lists) - 1, 2)
+    ][: args.routed_queries]
+    with tempfile.TemporaryDirectory(prefix="rerank-routed-") as tmp:
+        for d in domains:
+            expert = add_lora(copy.deepcopy(backbone.model), **lora)
+            save_adapter(expert, Path(tmp) / d)
+        bank = ExpertBank(
+            backbone,
+            {d: Path(tmp) / d for d in domains},
+            inputs=OmegaConf.to_container(cfg.inputs, resolve=True),
+            batch_size=args.batch,
+            scorer=OmegaConf.to_container(cfg.scorer, resolve=True),
+            device=device,
+        )
+        router = build_router(
+            instantiate(cfg.routers.lsr), domains, backbone=backbone, model=bank.model
+        )
+        texts = [c.query.text for c in lists]
+        router.fit(QuerySet.of(texts, [domains[i % 3] for i in range(len(texts))]))
+        system = RoutedReranker(bank, router, threshold=0.0)
+        total, routing = [], []
+        system.rerank(*items[0])  # warm-up
+        for query, documents in items:
+            synchronize(device)
+            start = time.perf_counter()
+            router.predict_proba([query])
+            synchronize(device)
+            middle = time.perf_counter()
+            system.rerank(query, documents)
+            synchronize(device)
+            routing.append(middle - start)
+            total.append(time.perf_counter() - middle)
+        bank.close()
+    return {
+        "queries": len(items),
+        "candidates": [len(d) for _, d in items],
+        "router": OmegaConf.to_container(cfg.routers.lsr, resolve=True),
+        "rerank_seconds": total,
+        "routing_seconds": routing,
+        "routing_share": sum(routing) / sum(total),
+    }
 
 
 # ---------------------------------------------------------------------------- report
@@ -793,6 +887,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--flag", action=argparse.BooleanOptionalAction, default=True,
                    help="try FlagEmbedding's FlagLLMReranker (skipped with the reason where it does not import)")  # fmt: skip
     p.add_argument(
+        "--routed",
+        action="store_true",
+        help="also time RoutedReranker.rerank of 20 candidates and the router's share of it",
+    )
+    p.add_argument(
+        "--routed-queries", type=int, default=5, help="--routed: queries timed (20 candidates each)"
+    )
+    p.add_argument(
         "--train", action="store_true", help="also time LoRA training steps: r2r vs plain peft"
     )
     p.add_argument("--groups", type=int, default=8, help="--train: groups per step")
@@ -807,6 +909,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results",
                    help="folder of the JSON result")  # fmt: skip
     return p
+
+
+def peak_mib(system: dict[str, Any]) -> str:
+    """A training system's extra peak memory for the summary line."""
+    mib = system["cuda_extra_peak_mib"] or system["rss_extra_peak_mib"]
+    return "?" if mib is None else f"{mib:.0f} MiB"
 
 
 def main() -> None:
@@ -878,10 +986,20 @@ def main() -> None:
         print(
             f"\ntrain ({t['groups']} groups x {t['group_size']}, rows {t['rows_shape']}): "
             + ", ".join(
-                f"{name} {s['steps_per_s']:.3f} steps/s ({s['pairs_per_s']:.1f} pairs/s)"
+                f"{name} {s['steps_per_s']:.3f} steps/s ({s['pairs_per_s']:.1f} pairs/s, "
+                f"peak +{peak_mib(s)})"
                 for name, s in t["systems"].items()
             )
             + f"; r2r/plain {t['r2r_speedup_vs_plain']:.2f}; |Δ first loss| {t['first_loss_abs_diff']:.1e}"
+        )
+    if args.routed:
+        every = job.data.candidate_lists(args.split)
+        result["routed"] = routed_benchmark(args, cfg, job.backbone, every, device)
+        r = result["routed"]
+        print(
+            f"\nrouted reranking of {max(r['candidates'])} candidates, {r['queries']} queries: "
+            f"{statistics.median(r['rerank_seconds']):.2f} s per query, of which routing "
+            f"{100 * r['routing_share']:.1f}%"
         )
     path = args.out / f"rerank-speed-{args.backbone}-{device.type}.json"
     write_json_atomic(path, result)
