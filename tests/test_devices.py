@@ -268,3 +268,75 @@ def test_a_short_fit_on_the_gpu_evaluates_its_experts_there(make_cfg, monkeypatc
     assert metrics["fine_tuned/all/ndcg@10"] > 0
     routing = json.loads((Path(cfg.paths.output) / "routing.json").read_text())
     assert routing["routers"]["oracle"]["accuracy"] == 100.0
+
+
+def shared_and_full(backbone: Backbone, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tiny backbone's scores of every query x document on `device`, through the shared
+    prompt prefixes (the queries as groups) and as full rows."""
+    from r2r.models.scorer import RerankerScorer
+    from r2r.models.templates import encode_pairs
+
+    queries = [q for q in QUERIES for _ in DOCUMENTS]
+    enc = encode_pairs(
+        backbone.tokenizer, backbone.template, queries, DOCUMENTS * len(QUERIES),
+        max_length=160, max_query_length=48,
+    )  # fmt: skip
+    ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    groups = torch.arange(len(queries), device=device) // len(DOCUMENTS)
+    scorer = RerankerScorer.from_backbone(backbone, share_prefix=True, chunk_tokens=64).eval()
+    with torch.no_grad():
+        return scorer(ids, mask, groups).cpu(), scorer(ids, mask).cpu()
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_shared_prefixes_on_cuda_score_as_the_full_rows() -> None:
+    backbone = tiny()
+    backbone.model.to("cuda")
+    shared, full = shared_and_full(backbone, "cuda")
+    assert (shared - full).abs().max().item() < 1e-4
+    on_cpu, _ = shared_and_full(tiny(), "cpu")
+    assert (shared - on_cpu).abs().max().item() < 1e-4
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_bf16_on_cuda_shares_prefixes_and_ranks_as_fp32() -> None:
+    half = load_tiny("qwen", template=QWEN3_RERANKER, seed=0, dtype="bfloat16")
+    half.model.to("cuda")
+    shared, full = shared_and_full(half, "cuda")
+    fp32, _ = shared_and_full(tiny(), "cpu")
+    assert shared == pytest.approx(full.tolist(), abs=0.1)
+    assert spearmanr(fp32, shared).statistic >= 0.95
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_a_bf16_training_step_on_cuda_through_shared_prefixes() -> None:
+    """bf16-true weights on CUDA: the shared-prefix step's LoRA gradients match the full
+    rows' within bf16 rounding."""
+    from r2r.models.scorer import RerankerScorer
+    from r2r.models.templates import encode_pairs
+
+    backbone = load_tiny("qwen", template=QWEN3_RERANKER, seed=0, dtype="bfloat16")
+    model = add_lora(backbone.model, r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]).to("cuda")  # fmt: skip
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)
+    scorer = RerankerScorer.from_backbone(backbone, model, share_prefix=True, chunk_tokens=64)
+    queries = [q for q in QUERIES for _ in DOCUMENTS]
+    enc = encode_pairs(
+        backbone.tokenizer, backbone.template, queries, DOCUMENTS * len(QUERIES),
+        max_length=160, max_query_length=48,
+    )  # fmt: skip
+    ids, mask = enc["input_ids"].cuda(), enc["attention_mask"].cuda()
+    groups = torch.arange(len(queries), device="cuda") // len(DOCUMENTS)
+    grads = []
+    for args in ((), (groups,)):
+        model.zero_grad()
+        scores = scorer(ids, mask, *args).view(len(QUERIES), len(DOCUMENTS))
+        torch.nn.functional.cross_entropy(scores, torch.zeros(len(QUERIES), dtype=torch.long, device="cuda")).backward()  # fmt: skip
+        grads.append(torch.cat([p.grad.float().flatten() for p in model.parameters() if p.requires_grad]))  # fmt: skip
+    assert grads[0].abs().max() > 0
+    assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0) > 0.99
