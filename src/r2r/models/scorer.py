@@ -105,7 +105,8 @@ class RerankerScorer(nn.Module):
     def last_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Final-norm hidden state at the last real token, (B, L) -> (B, H)."""
         hidden, _ = self.extend(None, None, input_ids, attention_mask.bool(), cache=False)
-        return hidden[torch.arange(len(hidden)), last_positions(attention_mask)]  # (B, H)
+        rows = torch.arange(len(hidden), device=hidden.device)
+        return hidden[rows, last_positions(attention_mask)]  # (B, H)
 
     def sorted_last_hidden(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, chunk: int | None
