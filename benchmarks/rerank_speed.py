@@ -56,7 +56,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false" if THREADS == 1 else "tr
 
 import copy  # noqa: E402
 import ctypes  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
@@ -78,11 +77,12 @@ from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from r2r.config import register_resolvers  # noqa: E402
 from r2r.devices import resolve_device  # noqa: E402
+from r2r.export import chat_template, savable  # noqa: E402
 from r2r.files import write_json_atomic  # noqa: E402
 from r2r.models.backbones import Backbone  # noqa: E402
 from r2r.models.experts import add_lora  # noqa: E402
 from r2r.models.scorer import RerankerScorer, score_pairs, yes_no_ids  # noqa: E402
-from r2r.models.templates import PairEncoder, PromptTemplate, render  # noqa: E402
+from r2r.models.templates import PairEncoder  # noqa: E402
 from r2r.pipeline import Job, prepare  # noqa: E402
 from r2r.types import CandidateList  # noqa: E402
 
@@ -280,42 +280,9 @@ def plain_scores(
     return scores
 
 
-def chat_template(template: PromptTemplate, instruction: str | None) -> str:
-    """r2r's prompt as a Jinja chat template over sentence-transformers' pair messages (one
-    message of role "query", one of role "document"): literal text as Jinja string literals
-    (JSON's escapes are Jinja's), so HF's trim_blocks never eats a newline of the prompt."""
-    query, document = "\x00QUERY\x00", "\x00DOCUMENT\x00"
-    before, rest = render(template, query, document, instruction).split(query)
-    between, after = rest.split(document)
-
-    def role(name: str) -> str:
-        return (
-            '{{ messages | selectattr("role", "eq", "' + name + '") '
-            '| map(attribute="content") | first }}'
-        )
-
-    text = [
-        json.dumps(before),
-        role("query"),
-        json.dumps(between),
-        role("document"),
-        json.dumps(after),
-    ]
-    return "".join(part if part.startswith("{{") else "{{ " + part + " }}" for part in text)
-
-
 def save_backbone(backbone: Backbone, folder: Path, template: str | None) -> Path:
     """The backbone's weights and tokenizer as a transformers folder (with a chat template)."""
-    model = backbone.model
-    quantizer = getattr(model, "hf_quantizer", None)
-    method = getattr(quantizer, "quantization_config", None)
-    if str(getattr(method, "quant_method", "")).lower().endswith("gguf"):
-        # A GGUF checkpoint loads dequantized (plain fp32 parameters) but stays marked as
-        # quantized, which save_pretrained refuses: save a copy without the mark.
-        model = copy.deepcopy(model)
-        model.hf_quantizer = None
-        del model.config.quantization_config
-    model.save_pretrained(folder)
+    savable(backbone.model).save_pretrained(folder)
     tokenizer = copy.deepcopy(backbone.tokenizer)
     if template is not None:
         tokenizer.chat_template = template
