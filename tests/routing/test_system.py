@@ -259,3 +259,18 @@ def test_loading_refuses_expert_names_that_leave_the_folder(tmp_path: Path) -> N
     folder = write_system(tmp_path / "extra", {**loader, "_partial_": True})
     with pytest.raises(DataError, match=r"field 'backbone._partial_': refused: '_partial_'"):
         RoutedReranker.load(folder)
+
+
+TRAINING_MODULES = ("lightning", "r2r.lit_reranker", "r2r.pipeline", "r2r.data.datamodule", "bm25s")
+
+
+@pytest.mark.parametrize("module", ["r2r.routing.system", "r2r.export"])
+def test_the_serving_path_imports_no_training_code(module: str) -> None:
+    """A deployed system loads and scores without Lightning's trainer stack, the data
+    module, BM25 or masking (a fresh interpreter: this one has imported everything)."""
+    import subprocess
+    import sys
+
+    code = f"import sys, {module}; print([m for m in {TRAINING_MODULES!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

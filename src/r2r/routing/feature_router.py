@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import lightning as L
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -22,9 +21,10 @@ from r2r.files import atomic_path
 from r2r.routing.base import Featurizer, QueryData, Router, TrainerFactory, register
 from r2r.routing.features import FeatureCache, LatentFeaturizer, Pooling
 from r2r.routing.heads import HeadKind, Standardize, balanced_weights, make_head
-from r2r.routing.lit_router import RouterModule
 
 if TYPE_CHECKING:
+    import lightning as L
+
     from r2r.models.backbones import Backbone
 
 HEAD_FILE = "head.safetensors"
@@ -156,6 +156,9 @@ class FeatureRouter(Router):
         features, labels = batches["train"].dataset.tensors  # (N, dim), (N,)
         if self.standardize:
             head[0].fit(features)
+        # Training code is imported only to train: a served router needs none of it.
+        from r2r.routing.lit_router import RouterModule
+
         module = RouterModule(
             head,
             len(self.domains),
@@ -408,6 +411,8 @@ def default_prefix(router: Router) -> str:
 def quiet_trainer(epochs: int) -> L.Trainer:
     """A CPU trainer for `epochs`, without logger, checkpoints or progress bar: routers fitted
     outside a run (`router.fit(QuerySet(...))`)."""
+    import lightning as L
+
     return L.Trainer(
         accelerator="cpu",
         devices=1,
