@@ -111,12 +111,18 @@ def system(system_dir: Path) -> RoutedReranker:
 
 
 @pytest.fixture(scope="module")
-def server(system_dir: Path) -> Iterator[str]:
+def served(system_dir: Path) -> Iterator[tuple[subprocess.Popen, str]]:
     # A longer batching window than the default, so concurrent requests surely share one.
     proc, url = start(system_dir, *LIMITS, "--max-wait-ms", "20")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    yield proc, url
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(served: tuple[subprocess.Popen, str]) -> str:
+    return served[1]
 
 
 def expected(system: RoutedReranker, body: dict) -> dict:
@@ -278,20 +284,32 @@ def test_concurrent_clients_are_batched_and_all_answered(
     assert "r2r_request_seconds_bucket" in metrics
 
 
-def test_sigterm_finishes_the_request_in_flight_and_exits_0(system_dir: Path) -> None:
-    # A window of 1.5 s keeps the request in flight while the signal arrives.
-    proc, url = start(system_dir, "--max-wait-ms", "1500")
-    body = {"query": "bail", "documents": DOCS}
-    answer: dict = {}
+def test_sigterm_finishes_the_request_in_flight_and_exits_0(served: tuple) -> None:
+    # Last in this file: it stops the module's server. The request is held in flight by
+    # pausing its (chunked) upload across the signal.
+    proc, url = served
+    resume, started, answer = threading.Event(), threading.Event(), {}
+
+    def body() -> Iterator[bytes]:
+        yield b'{"query": "bail", "documents": ["the court granted bail", '
+        started.set()
+        resume.wait(30)
+        yield b'"aspirin"]}'
 
     def post() -> None:
-        answer["response"] = httpx.post(f"{url}/rerank", json=body, timeout=30)
+        answer["response"] = httpx.post(f"{url}/rerank", content=body(), timeout=30)
 
     thread = threading.Thread(target=post)
     thread.start()
-    time.sleep(0.5)
+    assert started.wait(30)
+    time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    with pytest.raises(httpx.ConnectError):  # no new connections once shutting down
+        httpx.get(f"{url}/health", timeout=5)
+    assert proc.poll() is None  # still finishing the request in flight
+    resume.set()
     thread.join(timeout=30)
     assert proc.wait(timeout=30) == 0, proc.stdout.read().decode()
     assert answer["response"].status_code == 200
-    assert len(answer["response"].json()["results"]) == len(DOCS)
+    assert len(answer["response"].json()["results"]) == 2
