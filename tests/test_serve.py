@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -18,12 +19,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from r2r.cli import main as cli_main
 from r2r.fusion import Fusion
 from r2r.models.backbones import load_tiny
 from r2r.models.experts import ExpertBank, add_lora, save_adapter
 from r2r.models.templates import QWEN3_RERANKER
 from r2r.routing import RandomRouter
-from r2r.routing.system import RoutedReranker
+from r2r.routing.system import RerankResult, RoutedReranker
+from r2r.serve import BadRequest, Batcher, Job, Limits, Metrics, parse_request
 
 ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ("legal", "medical")
@@ -313,3 +316,58 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(served: tuple) -> No
     assert proc.wait(timeout=30) == 0, proc.stdout.read().decode()
     assert answer["response"].status_code == 200
     assert len(answer["response"].json()["results"]) == 2
+
+
+def test_long_texts_can_be_refused() -> None:
+    refuse = Limits(max_text_chars=5, long_text="refuse")
+    with pytest.raises(BadRequest, match=r"documents\[1\]: 6 characters; at most 5") as err:
+        parse_request(
+            b'{"query": "q", "documents": ["a", "bbbbbb"]}', refuse, DOMAINS, oracle=False
+        )
+    assert err.value.status == 422
+    job = parse_request(b'{"query": "qqqqqqq", "documents": ["a"]}', Limits(max_text_chars=5),
+                        DOMAINS, oracle=False)  # fmt: skip
+    assert job.query == "qqqqq"
+
+
+def test_an_oracle_system_needs_each_requests_domain() -> None:
+    body = b'{"query": "q", "documents": ["a"]}'
+    with pytest.raises(BadRequest, match="domain: required: this system's router is the oracle"):
+        parse_request(body, Limits(), DOMAINS, oracle=True)
+    job = parse_request(body[:-1] + b', "domain": "legal"}', Limits(), DOMAINS, oracle=True)
+    assert job.domain == "legal"
+
+
+def test_the_batcher_gathers_jobs_up_to_the_token_budget() -> None:
+    job = Job("q" * 40, ("d" * 40,) * 2, None, None, None, False)  # 40 + 1 tokens
+    calls: list[int] = []
+
+    def score(jobs: list[Job]) -> list[RerankResult]:
+        calls.append(len(jobs))
+        if len(calls) == 2:
+            raise RuntimeError("out of memory")
+        return [RerankResult(str(len(calls)), {}, ())] * len(jobs)
+
+    async def serve() -> list:
+        batcher = Batcher(score, Limits(max_batch_tokens=100, max_wait_ms=50), Metrics())
+        task = asyncio.create_task(batcher.run())
+        got = await asyncio.gather(*(batcher.submit(job) for _ in range(5)), return_exceptions=True)
+        task.cancel()
+        return [r.expert if isinstance(r, RerankResult) else str(r) for r in got]
+
+    # Two jobs fit 100 tokens: 5 concurrent jobs take three model calls, in arrival order; a
+    # failed call fails its own jobs only.
+    assert asyncio.run(serve()) == ["1", "1", "out of memory", "out of memory", "3"]
+    assert calls == [2, 2, 1]
+
+
+def test_the_r2r_command_dispatches_serve(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        cli_main(["serve", "--help"])
+    assert done.value.code == 0
+    assert "usage: r2r serve" in capsys.readouterr().out
+    assert cli_main(["serve", "/no/such/system"]) == 2
+    assert "holds no system.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["serve", "/no/such/system", "--max-documents", "0"])
+    assert "--max-documents must be at least 1" in capsys.readouterr().err

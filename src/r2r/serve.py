@@ -256,15 +256,15 @@ class Batcher:
         self.metrics.batch_pairs.observe(sum(len(job.documents) for job in jobs))
         try:
             results = await loop.run_in_executor(self.executor, self.score, jobs)
-        except Exception as err:  # every waiting request gets the error, the server goes on
+            for result in results:
+                self.metrics.experts.labels(str(result.expert).lower()).inc()
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():  # a client that left has cancelled its future
+                    future.set_result(result)
+        except Exception as err:  # each waiting request gets the error; the batcher goes on
             for _, future in batch:
                 if not future.done():
                     future.set_exception(err)
-            return
-        for (_, future), result in zip(batch, results, strict=True):
-            self.metrics.experts.labels(str(result.expert).lower()).inc()
-            if not future.done():  # a client that left has cancelled its future
-                future.set_result(result)
 
 
 def scorer(system: RoutedReranker) -> Callable[[list[Job]], list[RerankResult]]:
@@ -336,10 +336,14 @@ def create_app(system: RoutedReranker, limits: Limits = Limits()) -> FastAPI:
         metrics.requests.labels(endpoint, str(out.status_code)).inc()
         return out
 
-    async def rerank(request: Request) -> dict[str, Any]:
+    async def rerank(request: Request) -> dict[str, Any] | JSONResponse:
         body = await read_body(request, limits.max_body_bytes)
         job = parse_request(body, limits, system.experts, oracle=oracle)
-        return response(job, await batcher.submit(job))
+        try:
+            result = await batcher.submit(job)
+        except Exception as err:  # the model failed: a JSON 500, and the server goes on
+            return JSONResponse({"error": f"model: {err}"}, status_code=500)
+        return response(job, result)
 
     docs = {
         "response_model": RerankOut,
