@@ -252,6 +252,14 @@ def test_long_texts_are_truncated_by_default(server: str, system: RoutedReranker
     same(got, expected(system, {**body, "documents": ["y" * 300, "z"]}))
 
 
+def test_openapi_documents_the_endpoints(server: str) -> None:
+    spec = httpx.get(f"{server}/openapi.json", timeout=30).json()
+    assert {"/rerank", "/v1/rerank", "/health", "/metrics"} <= set(spec["paths"])
+    body = spec["paths"]["/v1/rerank"]["post"]["requestBody"]["content"]["application/json"]
+    assert {"query", "documents"} <= set(body["schema"]["required"])
+    assert httpx.get(f"{server}/docs", timeout=30).status_code == 200
+
+
 def test_concurrent_clients_are_batched_and_all_answered(
     server: str, system: RoutedReranker
 ) -> None:
