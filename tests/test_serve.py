@@ -200,6 +200,8 @@ GOOD = {"query": "q", "documents": ["a", "b"]}
     [
         (b"{not json", 400, "body: not valid JSON"),
         (b"[1, 2]", 400, "body: must be a JSON object"),
+        (b"[" * 3000, 400, "body: nested too deeply"),
+        (b'{"query": "q", "documents": ["\xff"]}', 400, "body: not valid JSON"),
         ({"documents": ["a"]}, 422, "query: must be a non-empty string"),
         ({"query": "  ", "documents": ["a"]}, 422, "query: must be a non-empty string"),
         ({"query": 3, "documents": ["a"]}, 422, "query: must be a non-empty string"),

@@ -93,6 +93,8 @@ def parse_request(body: bytes, limits: Limits, experts: Sequence[str], *, oracle
         row = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise BadRequest(400, "body", f"not valid JSON ({err})") from None
+    except RecursionError:
+        raise BadRequest(400, "body", "nested too deeply") from None
     if not isinstance(row, dict):
         raise BadRequest(400, "body", "must be a JSON object")
     query = text(row.get("query"), "query", limits)
