@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from r2r.cli import main as cli_main
 from r2r.errors import DataError
 from r2r.export import export, main
 from r2r.routing import OracleRouter
@@ -72,6 +73,6 @@ def test_an_existing_output_is_refused_untouched(exported, tmp_path: Path, capsy
     assert main([str(folder), str(taken)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert [p.name for p in taken.iterdir()] == ["mine.txt"]
-    assert main([str(tmp_path), str(tmp_path / "new")]) == 2
+    assert cli_main(["export", str(tmp_path), str(tmp_path / "new")]) == 2  # `r2r export`
     assert "not a saved r2r system" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()

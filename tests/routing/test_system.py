@@ -127,6 +127,29 @@ def test_batch_reranking_equals_one_query_at_a_time(expert_dirs, expert_bank) ->
         assert many.ranking[0].score >= many.ranking[1].score
 
 
+def test_a_given_expert_skips_the_router(expert_dirs, expert_bank) -> None:
+    table = {q: [0.9, 0.05, 0.05] for q, _ in ITEMS}  # the router would pick legal for all
+    system = RoutedReranker(expert_bank(expert_dirs), FixedRouter(DOMAINS, table), threshold=0.0)
+    given = ["finance", None, "medical", None]
+    batch = system.rerank_batch(ITEMS, experts=given)
+    assert [r.expert for r in batch] == ["finance", "legal", "medical", "legal"]
+    assert batch[0].probabilities == {"legal": 0.0, "medical": 0.0, "finance": 1.0}
+    assert batch[1].probabilities == pytest.approx(
+        dict(zip(DOMAINS, table[ITEMS[1][0]], strict=True))
+    )
+    # The same scores as the oracle sending the query to that expert.
+    oracle = RoutedReranker(system.bank, OracleRouter(DOMAINS), threshold=0.0)
+    want = oracle.rerank(*ITEMS[0], true_domain="finance")
+    assert system.rerank(*ITEMS[0], expert="finance") == want
+    assert [(r.index, r.score) for r in batch[0].ranking] == [
+        (r.index, pytest.approx(r.score, abs=1e-6)) for r in want.ranking
+    ]
+    with pytest.raises(ValueError, match=r"no experts \['tax'\]"):
+        system.rerank_batch(ITEMS, experts=["tax", None, None, None])
+    with pytest.raises(ValueError, match="4 queries but 1 experts"):
+        system.rerank_batch(ITEMS, experts=["legal"])
+
+
 def test_results_carry_document_ids_and_the_full_ranking(expert_dirs, expert_bank) -> None:
     system = RoutedReranker(expert_bank(expert_dirs), OracleRouter(DOMAINS), threshold=0.0)
     docs = [Passage("d7", "the court granted bail"), Passage("d2", "aspirin", title="drug")]
@@ -264,7 +287,7 @@ def test_loading_refuses_expert_names_that_leave_the_folder(tmp_path: Path) -> N
 TRAINING_MODULES = ("lightning", "r2r.lit_reranker", "r2r.pipeline", "r2r.data.datamodule", "bm25s")
 
 
-@pytest.mark.parametrize("module", ["r2r.routing.system", "r2r.export"])
+@pytest.mark.parametrize("module", ["r2r.routing.system", "r2r.serve", "r2r.export"])
 def test_the_serving_path_imports_no_training_code(module: str) -> None:
     """A deployed system loads and scores without Lightning's trainer stack, the data
     module, BM25 or masking (a fresh interpreter: this one has imported everything)."""

@@ -8,7 +8,8 @@
 
 Every query goes to its router's top expert, or to the bare backbone when the top
 probability is under `threshold` (a router that gives no probability, `none`, always
-leaves the backbone bare). `rerank_batch` routes many queries at once and scores the
+leaves the backbone bare); a query given its `expert` skips the router (probability 1 for
+that expert). `rerank_batch` routes many queries at once and scores the
 pairs expert by expert through the `ExpertBank`, so each forward pass runs under a single
 adapter. A system saved with its experts' fusion weights (fusion.json) fuses a query's
 scores with the first stage's where they are given and an expert scored it; the bare
@@ -124,11 +125,16 @@ class RoutedReranker:
         *,
         true_domain: str | None = None,
         first_stage_scores: Sequence[float] | None = None,
+        expert: str | None = None,
     ) -> RerankResult:
         truth = None if true_domain is None else [true_domain]
         first = None if first_stage_scores is None else [first_stage_scores]
         return self.rerank_batch(
-            [(query, documents)], top_n, true_domains=truth, first_stage_scores=first
+            [(query, documents)],
+            top_n,
+            true_domains=truth,
+            first_stage_scores=first,
+            experts=None if expert is None else [expert],
         )[0]
 
     def rerank_batch(
@@ -138,10 +144,12 @@ class RoutedReranker:
         *,
         true_domains: Sequence[str] | None = None,
         first_stage_scores: Sequence[Sequence[float] | None] | None = None,
+        experts: Sequence[str | None] | None = None,
     ) -> list[RerankResult]:
         """Route every query, then score all pairs of one expert together. Where an item has
         first-stage scores (one per document; None: not that item) and `fusion`, its
-        expert's scores are fused with them."""
+        expert's scores are fused with them. An item given its expert in `experts` (None:
+        routed) is not routed: it goes to that expert with probability 1."""
         if top_n is not None and top_n < 1:
             raise ValueError(f"top_n must be at least 1, got {top_n}")
         first = list(first_stage_scores or [None] * len(items))
@@ -152,7 +160,7 @@ class RoutedReranker:
                 raise ValueError(
                     f"query {i}: {len(docs)} documents but {len(given)} first-stage scores"
                 )
-        routes = self.route([query for query, _ in items], true_domains=true_domains)
+        routes = self._routes(items, true_domains, experts)
         texts = [[_text(d) for d in docs] for _, docs in items]
         scores: list[list[float]] = [[0.0] * len(docs) for docs in texts]
         by_expert: dict[str | None, list[tuple[int, int]]] = {}
@@ -177,6 +185,31 @@ class RoutedReranker:
             ranking = tuple(Ranked(position[d], d, item_scores[position[d]]) for d in order)
             results.append(RerankResult(expert, probs, ranking, fused))
         return results
+
+    def _routes(
+        self,
+        items: Sequence[tuple[str, Sequence[Document]]],
+        true_domains: Sequence[str] | None,
+        experts: Sequence[str | None] | None,
+    ) -> list[tuple[str | None, dict[str, float]]]:
+        given = list(experts or [None] * len(items))
+        if len(given) != len(items):
+            raise ValueError(f"{len(items)} queries but {len(given)} experts")
+        if unknown := sorted({e for e in given if e is not None} - set(self.experts)):
+            raise ValueError(f"no experts {unknown} (has {self.experts})")
+        free = [i for i, e in enumerate(given) if e is None]
+        routed = iter(
+            self.route(
+                [items[i][0] for i in free],
+                true_domains=None if true_domains is None else [true_domains[i] for i in free],
+            )
+            if free
+            else []
+        )
+        return [
+            next(routed) if e is None else (e, {d: float(d == e) for d in self.experts})
+            for e in given
+        ]
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | Path) -> Path:
