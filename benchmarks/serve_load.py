@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -52,10 +53,15 @@ def requests_of(overrides: list[str], count: int, seed: int) -> list[dict[str, A
     candidate lists of the setup `overrides` name (the run's own data)."""
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    from hydra.core.hydra_config import HydraConfig
-
-    HydraConfig.instance().set_config(cfg)
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                f"paths.root={ROOT}",
+                f"paths.output={tempfile.mkdtemp(prefix='serve-load-')}",
+                "progress.interval_s=null",
+                *overrides,
+            ],
+        )
     job = prepare(cfg, [])
     lists = job.data.candidate_lists("test")
     rng = random.Random(seed)
