@@ -27,15 +27,10 @@ from r2r.models.templates import QWEN3_RERANKER
 from r2r.routing import RandomRouter
 from r2r.routing.system import RerankResult, RoutedReranker
 from r2r.serve import BadRequest, Batcher, Job, Limits, Metrics, parse_request
+from tests.routing.test_rerank_cli import TINY  # the tiny backbone's saved config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ("legal", "medical")
-TINY = {
-    "_target_": "r2r.models.backbones.load_tiny",
-    "arch": "qwen",
-    "seed": 0,
-    "template": {"_target_": "r2r.models.templates.named_template", "name": "qwen3_reranker"},
-}
 DOCS = ["the court granted bail", "aspirin 75 mg daily", "the appeal was dismissed", "dividend"]
 LIMITS = ["--max-documents", "8", "--max-body-bytes", "4000", "--max-text-chars", "300"]
 
