@@ -586,3 +586,30 @@ def test_every_training_seed_scores_the_same_query_sample(make_cfg) -> None:
     assert len(first) == 3
     assert sample("seed=1") == first
     assert sample("seed=0", "data.seed=1") != first
+
+
+def test_the_system_a_run_saves_is_served_over_http(finished) -> None:
+    """`r2r serve` on the system `python run.py debug=fast` saves (its LSR router, three
+    experts, fusion): the HTTP answer equals `RoutedReranker.rerank`; SIGTERM exits 0."""
+    import httpx
+
+    from r2r.routing.system import RoutedReranker
+    from tests.test_serve import start
+
+    _, _, out = finished
+    documents = ["the court granted bail", "aspirin 75 mg daily", "the appeal was dismissed"]
+    query = "What did the court hold on bail?"
+    local = RoutedReranker.load(out / "system").rerank(query, documents)
+    proc, url = start(out / "system")
+    try:
+        answer = httpx.post(f"{url}/v1/rerank", json={"query": query, "documents": documents})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["expert"] == local.expert
+        assert [r["index"] for r in body["results"]] == [r.index for r in local.ranking]
+        assert [r["relevance_score"] for r in body["results"]] == pytest.approx(
+            [r.score for r in local.ranking], abs=1e-5
+        )
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0
