@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from r2r.models.scorer import query_groups
 from r2r.models.templates import PairEncoder
 from r2r.types import PairRef, TrainingExample
 
@@ -45,13 +46,6 @@ class ExampleCollator:
                 raise ValueError("some examples of the batch have teacher scores, some not")
             batch["teacher"] = _matrix(teachers, self.grouped)
         return batch
-
-
-def query_groups(queries: list[str]) -> torch.Tensor:
-    """(N,) ids, equal for the rows of one query text: the rows whose prompt prefix the
-    scorer computes once (`RerankerScorer.forward`)."""
-    number: dict[str, int] = {}
-    return torch.tensor([number.setdefault(q, len(number)) for q in queries], dtype=torch.long)
 
 
 def _matrix(rows: list, grouped: bool) -> torch.Tensor:

@@ -335,6 +335,13 @@ def pad_rows(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
+def query_groups(queries: Sequence[str]) -> torch.Tensor:
+    """(N,) ids, equal for the rows of one query text: the rows whose prompt prefix the
+    scorer computes once (`RerankerScorer.forward`)."""
+    number: dict[str, int] = {}
+    return torch.tensor([number.setdefault(q, len(number)) for q in queries], dtype=torch.long)
+
+
 def score_pairs(
     scorer: RerankerScorer,
     encoder: PairEncoder,
@@ -357,8 +364,7 @@ def score_pairs(
     if len(queries) != len(documents):
         raise ValueError(f"{len(queries)} queries but {len(documents)} documents")
     device = next(scorer.parameters()).device
-    number: dict[str, int] = {}
-    group = [number.setdefault(q, len(number)) for q in queries]
+    group = query_groups(queries).tolist()
     order = sorted(range(len(queries)), key=group.__getitem__)  # a query's pairs together
     scores = [0.0] * len(queries)
     memo: dict = {}  # the template's keys and values, computed once for the whole call
