@@ -368,3 +368,21 @@ def test_the_default_trainer_takes_the_gpu_where_there_is_one(make_cfg) -> None:
     trainer = instantiate(make_cfg().trainer, logger=False)
     assert type(trainer.accelerator).__name__ == "CUDAAccelerator"
     assert trainer.precision == ("bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true")
+
+
+def test_the_probe_file_ships_with_the_package_whatever_the_working_directory(
+    tmp_path,
+) -> None:
+    """`python /path/to/run.py` started elsewhere: paths.root is that directory, but the
+    default probe questions are the package's own file (a run started in /tmp once failed
+    at routing, looking for tmp/src/r2r/routing/probes.jsonl)."""
+    from hydra import compose, initialize_config_dir
+
+    from r2r.config import package_file
+    from r2r.routing.probes import PROBES_FILE
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"paths.root={tmp_path}"])
+    assert cfg.routing.probes == str(PROBES_FILE.resolve())
+    with pytest.raises(FileNotFoundError, match=r"r2r ships no file 'routing/nothing\.jsonl'"):
+        package_file("routing/nothing.jsonl")

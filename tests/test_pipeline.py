@@ -590,17 +590,27 @@ def test_every_training_seed_scores_the_same_query_sample(make_cfg) -> None:
 
 def test_the_system_a_run_saves_is_served_over_http(finished) -> None:
     """`r2r serve` on the system `python run.py debug=fast` saves (its LSR router, three
-    experts, fusion): the HTTP answer equals `RoutedReranker.rerank`; SIGTERM exits 0."""
+    experts, fusion), over real HTTP: answers equal `RoutedReranker.rerank`; every bad
+    request is a 4xx JSON error and the server goes on; 32 concurrent clients x 10 requests
+    all get the right answer; SIGTERM lets the request in flight finish and exits 0."""
     import httpx
 
     from r2r.routing.system import RoutedReranker
-    from tests.test_serve import start
+    from tests.test_serve import (
+        BAD_INPUTS,
+        LIMITS,
+        check_bad_input,
+        check_concurrent_clients,
+        check_sigterm,
+        start,
+    )
 
     _, _, out = finished
+    system = RoutedReranker.load(out / "system")
     documents = ["the court granted bail", "aspirin 75 mg daily", "the appeal was dismissed"]
     query = "What did the court hold on bail?"
-    local = RoutedReranker.load(out / "system").rerank(query, documents)
-    proc, url = start(out / "system")
+    local = system.rerank(query, documents)
+    proc, url = start(out / "system", *LIMITS, "--max-wait-ms", "20")
     try:
         answer = httpx.post(f"{url}/v1/rerank", json={"query": query, "documents": documents})
         assert answer.status_code == 200, answer.text
@@ -610,6 +620,11 @@ def test_the_system_a_run_saves_is_served_over_http(finished) -> None:
         assert [r["relevance_score"] for r in body["results"]] == pytest.approx(
             [r.score for r in local.ranking], abs=1e-5
         )
+        for case in BAD_INPUTS:
+            check_bad_input(url, *case)
+        check_concurrent_clients(url, system)
+        check_sigterm(proc, url)
     finally:
-        proc.terminate()
-        assert proc.wait(timeout=60) == 0
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)

@@ -79,6 +79,15 @@ def precision() -> str:
     return "32-true"
 
 
+def package_file(relative: str) -> str:
+    """A file shipped inside the r2r package (`${r2r.package_file:routing/probes.jsonl}`):
+    found wherever r2r is installed and whichever directory `run.py` starts in."""
+    path = Path(__file__).resolve().parent / relative
+    if not path.is_file():
+        raise FileNotFoundError(f"r2r ships no file {relative!r} (looked for {path})")
+    return str(path)
+
+
 def register_resolvers() -> None:
     resolvers = {
         "r2r.job_name": job_name,
@@ -87,6 +96,7 @@ def register_resolvers() -> None:
         "r2r.model_path": model_path,
         "r2r.raw_data": raw_data,
         "r2r.run_suffix": run_suffix,
+        "r2r.package_file": package_file,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
