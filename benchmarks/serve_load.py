@@ -8,8 +8,10 @@ Requests are the test candidate lists of the run's own data (the query and its c
 texts, as a RAG application sends them), drawn in a seeded order. The server is started as a
 subprocess on a free 127.0.0.1 port (`--serve-arg` passes options through, e.g.
 `--serve-arg=--max-wait-ms=10`) and stopped with SIGTERM. Prints throughput, p50/p95/p99
-latency, the batch sizes the server reports in /metrics, and the throughput ratio against
-in-process reranking one request at a time; writes benchmarks/results/serve-load-<name>.json.
+latency, the batch sizes the server reports in /metrics, the throughput ratio against
+in-process reranking one request at a time, and the ceiling of that ratio on this machine
+(the same requests in-process, `--clients` per `rerank_batch` call: no HTTP, no batching
+wait); writes benchmarks/results/serve-load-<name>.json.
 Traffic goes to 127.0.0.1 only, and every loop is bounded in count (`--requests` per client)
 and in time (`--timeout` per request).
 """
@@ -178,6 +180,13 @@ def main() -> None:
     for body in pool[: args.inprocess]:
         system.rerank(body["query"], body["documents"])
     alone_seconds = (time.perf_counter() - started) / args.inprocess
+    # The most batching can give on this machine: the same requests in-process, `clients`
+    # per rerank_batch call (no HTTP, no waiting for a batch to fill).
+    batched = [pool[i : i + args.clients] for i in range(0, args.inprocess, args.clients)]
+    started = time.perf_counter()
+    for bodies in batched:
+        system.rerank_batch([(b["query"], b["documents"]) for b in bodies])
+    batch_seconds = (time.perf_counter() - started) / sum(map(len, batched))
 
     served_rps = total / served_seconds
     result = {
@@ -190,6 +199,9 @@ def main() -> None:
         "mean_batch_sizes": batch_sizes(metrics),
         "inprocess_one_at_a_time_requests_per_s": 1 / alone_seconds,
         "throughput_ratio": served_rps * alone_seconds,
+        # Ceiling of the ratio here: in-process batches of `clients` requests.
+        "inprocess_batched_requests_per_s": 1 / batch_seconds,
+        "batching_ceiling_ratio": alone_seconds / batch_seconds,
         "serve_args": args.serve_arg,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "server_exit_code": server.returncode,
@@ -199,7 +211,9 @@ def main() -> None:
         f"({len(errors)} errors), p50 {result['latency_s'][50] * 1000:.0f} ms, p95 "
         f"{result['latency_s'][95] * 1000:.0f} ms, p99 {result['latency_s'][99] * 1000:.0f} ms; "
         f"in-process one at a time {1 / alone_seconds:.1f} req/s; ratio "
-        f"{result['throughput_ratio']:.2f}x; mean batch sizes {result['mean_batch_sizes']}; "
+        f"{result['throughput_ratio']:.2f}x; in-process batches of {args.clients} "
+        f"{1 / batch_seconds:.1f} req/s (the ceiling of the ratio here: "
+        f"{result['batching_ceiling_ratio']:.2f}x); mean batch sizes {result['mean_batch_sizes']}; "
         f"server exit {server.returncode}"
     )
     path = args.out / f"serve-load-{args.system.parent.name or 'system'}.json"

@@ -90,7 +90,9 @@ DEV = [
 
 
 def test_the_weight_is_the_best_on_dev_the_smallest_of_equal_ones() -> None:
-    got = choose(DEV, method="interpolate", weights=GRID[::-1], rrf_k=60, metric="ndcg@10")
+    got = choose(
+        DEV, method="interpolate", weights=GRID[::-1], rrf_k=60, metric="ndcg@10", select="best"
+    )
     assert dict(got.weights) == {"legal": 0.6, "medical": 0.0}
     assert dict(got.dev["legal"]) == pytest.approx(
         dict(zip(GRID, [R3] * 4 + [R2] * 2 + [100.0] * 5, strict=True))
@@ -102,13 +104,37 @@ def test_the_weight_is_the_best_on_dev_the_smallest_of_equal_ones() -> None:
     fused = [got.fuse_list(item) for item in DEV]
     assert [rank(IDS, item.scores)[0] for item in fused] == ["p2", "p0"]
     with pytest.raises(ValueError, match="the grid is empty"):
-        choose(DEV, method="interpolate", weights=[], rrf_k=60, metric="ndcg@10")
+        choose(DEV, method="interpolate", weights=[], rrf_k=60, metric="ndcg@10", select="best")
     with pytest.raises(ValueError, match="no scored dev list"):
-        choose([], method="interpolate", weights=GRID, rrf_k=60, metric="ndcg@10")
+        choose([], method="interpolate", weights=GRID, rrf_k=60, metric="ndcg@10", select="best")
+
+
+def test_one_se_keeps_the_first_stage_where_the_dev_gain_is_within_its_noise() -> None:
+    """legal: the reranker lifts two queries (50 -> 100) and drops one (100 -> 63.1) at the
+    best weight 0.6: a mean gain of 21.0 against a standard error of 29.0, so `one_se`
+    keeps w = 0. medical: four queries all lifted alike (no spread), so it keeps 0.6."""
+    finds, misses = (
+        ([3.0, 2.0, 1.0], [0.0, 1.0, 5.0], "p2"),
+        ([3.0, 2.0, 1.0], [0.0, 1.0, 5.0], "p0"),
+    )
+    dev = [
+        *(scored("legal", f"q{i}", *finds) for i in range(2)),
+        scored("legal", "q2", *misses),
+        *(scored("medical", f"q{i}", *finds) for i in range(4)),
+    ]
+    kwargs = {"method": "interpolate", "weights": GRID, "rrf_k": 60, "metric": "ndcg@10"}
+    assert dict(choose(dev, **kwargs, select="best").weights) == {"legal": 0.6, "medical": 0.6}
+    chosen = choose(dev, **kwargs, select="one_se")
+    assert dict(chosen.weights) == {"legal": 0.0, "medical": 0.6}
+    assert chosen.dev["legal"][0.6] == pytest.approx((100 + 100 + R2) / 3)  # the means kept
+    with pytest.raises(ValueError, match="fusion select 'median'"):
+        choose(dev, **kwargs, select="median")
 
 
 def test_save_and_load_round_trip_and_bad_files(tmp_path: Path) -> None:
-    chosen = choose(DEV, method="rrf", weights=[0.0, 0.5, 1.0], rrf_k=60, metric="ndcg@10")
+    chosen = choose(
+        DEV, method="rrf", weights=[0.0, 0.5, 1.0], rrf_k=60, metric="ndcg@10", select="best"
+    )
     # legal's positive is 3rd at w = 0, 2nd at 0.5 (tied with p0, which has the lower id).
     assert dict(chosen.weights) == {"legal": 1.0, "medical": 0.0}
     path = chosen.save(tmp_path / "fusion.json")

@@ -264,7 +264,8 @@ def test_openapi_documents_the_endpoints(server: str) -> None:
 
 def check_concurrent_clients(server: str, system: RoutedReranker) -> None:
     """32 clients x 10 requests at once: every answer equals the Python API's, and some
-    model calls held several requests (the server's own metrics say so)."""
+    model calls held several requests (the server's own metrics say so). Run on the
+    system `python run.py debug=fast` saves (test_pipeline), once per suite."""
     bodies = [
         {"query": f"query {i} about bail", "documents": DOCS[: 1 + i % 4], "top_n": 2}
         for i in range(8)
@@ -301,12 +302,6 @@ def metric_values(text: str) -> dict[str, float]:
         for line in text.splitlines()
         if line.startswith("r2r_") and " " in line
     }
-
-
-def test_concurrent_clients_are_batched_and_all_answered(
-    server: str, system: RoutedReranker
-) -> None:
-    check_concurrent_clients(server, system)
 
 
 def check_sigterm(proc: subprocess.Popen, url: str) -> None:

@@ -8,9 +8,14 @@
   rank), ranks from 1 in r2r's ranking order (ties by doc id); w = 0.5 is plain RRF, halved.
 
 In both, w = 0 is the first stage's own order and w = 1 the reranker's. Each domain's w is
-chosen on its dev lists: the grid point with the best mean metric (nDCG@10); among equal
-ones the smallest w, the nearest to the first stage, so the reranker gets weight only where
-it earns it on dev. With 0 in the grid the fused row is never below the first stage on dev.
+chosen on its dev lists (`choose`): the grid point with the best mean metric (nDCG@10),
+among equal ones the smallest w, the nearest to the first stage, so the reranker gets
+weight only where it earns it on dev; with 0 in the grid the fused row is never below the
+first stage on dev. Dev sets are small (tens of queries), so the best mean is partly the
+sample's noise: `select="one_se"` (`fusion.select`; default `best`) takes the smallest w
+whose mean is within one standard error of the best's (paired over the queries), the
+one-standard-error rule of model selection. On the embedded default over three seeds it
+gave less gain than `best` (README), so it is an option, not the default.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ from pathlib import Path
 from r2r.errors import DataError
 from r2r.evaluation import evaluate
 from r2r.files import write_json_atomic
-from r2r.metrics import metric_names, rank
+from r2r.metrics import metric_names, query_metrics, rank
 from r2r.types import ScoredList
 
 METHODS = ("interpolate", "rrf")
+SELECTIONS = ("best", "one_se")  # how `choose` picks a weight from the dev means
 FILE = "fusion.json"  # beside the experts (experts/fusion.json) and in a saved system/
 
 
@@ -172,21 +178,51 @@ def choose(
     weights: Sequence[float],
     rrf_k: int,
     metric: str,
+    select: str,
 ) -> Fusion:
-    """Per domain of the scored `dev` lists, the grid weight of the best mean `metric`
-    after fusion; ties go to the smallest weight (the module docstring says why)."""
+    """Per domain of the scored `dev` lists, a grid weight by its mean `metric` after
+    fusion. `select="best"`: the best mean, ties to the smallest weight. `"one_se"`: the
+    smallest weight whose mean is within one standard error of the best's, the error of the
+    per-query difference between the two (a paired one-standard-error rule): the reranker
+    gets more weight only where dev shows it earns more than the dev sample's noise."""
     grid = sorted({float(w) for w in weights})
     if not grid:
         raise ValueError("fusion weights: the grid is empty")
     check(method, grid, rrf_k, metric)
+    if select not in SELECTIONS:
+        raise ValueError(f"fusion select {select!r}; expected one of {SELECTIONS}")
     if not dev:
         raise ValueError("fusion: no scored dev list to choose the weights on")
     found: dict[str, dict[float, float]] = {}
+    per_query: dict[str, dict[float, list[float]]] = {}
     for weight in grid:
         single = Fusion(method, {c.candidates.domain: weight for c in dev}, rrf_k, metric)
-        metrics = evaluate([single.fuse_list(item) for item in dev], "dev")
+        fused = [single.fuse_list(item) for item in dev]
+        metrics = evaluate(fused, "dev")
         for domain in single.weights:
             found.setdefault(domain, {})[weight] = metrics[f"dev/{domain}/{metric}"]
+        for item in fused:
+            c = item.candidates
+            if any(grade > 0 for grade in c.relevance.values()):  # as `evaluate` counts
+                ranked = rank([p.id for p in c.passages], item.scores)
+                value = 100 * query_metrics(ranked, c.relevance)[metric]
+                per_query.setdefault(c.domain, {}).setdefault(weight, []).append(value)
     # max() keeps the first of equal values: the grid ascends, so the smallest weight wins.
     chosen = {d: max(grid, key=lambda w, d=d: found[d][w]) for d in found}
+    if select == "one_se":
+        chosen = {d: within_one_se(per_query.get(d, {}), best) for d, best in chosen.items()}
     return Fusion(method, chosen, rrf_k, metric, found)
+
+
+def within_one_se(values: Mapping[float, Sequence[float]], best: float) -> float:
+    """The smallest weight whose per-query values trail `best`'s by at most one standard
+    error of their paired difference (`best` itself where no smaller weight does)."""
+    for weight in sorted(values):
+        if weight >= best:
+            break
+        gaps = [b - v for b, v in zip(values[best], values[weight], strict=True)]
+        mean = sum(gaps) / len(gaps)
+        spread = math.sqrt(sum((g - mean) ** 2 for g in gaps) / max(len(gaps) - 1, 1))
+        if mean <= spread / math.sqrt(len(gaps)):
+            return weight
+    return best

@@ -458,7 +458,9 @@ def baselines(job: Job, splits: Sequence[str]) -> Scored:
     lists = {split: job.data.candidate_lists(split) for split in splits}
     scored = {row_key("bm25", sp): first_stage(lists[sp]) for sp in splits}
     if job.cfg.baselines.dense and (encoder := dense_encoder(job.device)):
-        scored |= {row_key("dense", sp): dense(lists[sp], encoder) for sp in splits}
+        # One call for every split: a text in several splits' lists is embedded once.
+        pooled = iter(dense([c for sp in splits for c in lists[sp]], encoder))
+        scored |= {row_key("dense", sp): [next(pooled) for _ in lists[sp]] for sp in splits}
     if job.cfg.zero_shot:
         bank = job.bank({})
         scored |= {

@@ -10,7 +10,9 @@ from r2r.models.templates import (
     BGE_RERANKER_V2_GEMMA,
     CHATML_RERANKER,
     QWEN3_RERANKER,
+    PairEncoder,
     PromptTemplate,
+    RowCache,
     _classify,
     encode_pairs,
     named_template,
@@ -262,3 +264,57 @@ def test_body_separator_tokenizes_pieces_like_flagembedding(tiny_qwen):
         [bos, *ids(tok, f"A: {q}"), *sep, *ids(tok, f"B: {d}"), *sep, *ids(tok, BGE_RERANKER_V2_GEMMA.instruction)]
     )  # fmt: skip
     assert enc["input_ids"][0].tolist() == expected
+
+
+def test_the_pair_encoder_tokenizes_a_pair_once_and_returns_the_same_rows(tiny_qwen) -> None:
+    """A second call for pairs it has seen does not call the tokenizer; its output equals
+    `encode_pairs` exactly, for any mix of seen and new pairs and other settings."""
+    calls = []
+
+    class Counting:  # the tiny tokenizer, counting the texts it is asked to tokenize
+        def __init__(self, inner) -> None:
+            self.inner = inner
+
+        def __call__(self, texts, **kwargs):
+            calls.append(1 if isinstance(texts, str) else len(texts))
+            return self.inner(texts, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    tok = Counting(tiny_qwen.tokenizer)
+    t = tiny_qwen.template
+    queries, docs = ["bail", "aspirin dose", "bail"], ["court", "75 mg daily", "the appeal"]
+    encode = PairEncoder(tok, t, max_length=112, max_query_length=3, instruction=None)
+    first = encode(queries, docs)
+    assert sum(calls) > 0
+    calls.clear()
+    again = encode(queries[::-1], docs[::-1])
+    assert calls == []  # every pair seen: no tokenizer call
+    want = encode_pairs(tiny_qwen.tokenizer, t, queries[::-1], docs[::-1], max_length=112,
+                        max_query_length=3)  # fmt: skip
+    assert torch.equal(again["input_ids"], want["input_ids"])
+    assert torch.equal(again["attention_mask"], want["attention_mask"])
+    assert torch.equal(first["input_ids"][0], again["input_ids"][2])
+    # One new pair among seen ones: only its texts are tokenized.
+    mixed = encode(["bail", "dividend"], ["court", "paid in May"])
+    assert sum(calls) == len(t.pieces) + 2  # head and tail pieces, then the new pair's pieces
+    want = encode_pairs(tiny_qwen.tokenizer, t, ["bail", "dividend"], ["court", "paid in May"],
+                        max_length=112, max_query_length=3)  # fmt: skip
+    assert torch.equal(mixed["input_ids"], want["input_ids"])
+    # Other settings are other rows, not the cached ones.
+    longer = PairEncoder(tok, t, max_length=256, max_query_length=32, instruction=None)
+    got = longer(queries, docs)["input_ids"]
+    want = encode_pairs(tiny_qwen.tokenizer, t, queries, docs, max_length=256, max_query_length=32)
+    assert torch.equal(got, want["input_ids"])
+
+
+def test_the_row_cache_drops_the_least_recently_used_past_its_token_budget() -> None:
+    cache = RowCache(max_tokens=5)
+    cache.put("a", np.arange(2))
+    cache.put("b", np.arange(2))
+    assert cache.get("a") is not None  # now "b" is the least recently used
+    cache.put("c", np.arange(2))  # 6 tokens > 5: "b" goes
+    assert (cache.get("b"), cache.tokens, list(cache.rows)) == (None, 4, ["a", "c"])
+    with pytest.raises(ValueError, match="read-only"):
+        cache.get("a")[0] = 7

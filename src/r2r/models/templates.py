@@ -11,9 +11,11 @@ tokens, so the instruction, the markers and the assistant turn survive any trunc
 from __future__ import annotations
 
 import string
-from collections.abc import Sequence
+import weakref
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -248,6 +250,29 @@ def encode_pairs(
     pieces. Padding is on the right (real tokens keep positions 0..n-1); the pad id is the
     tokenizer's pad token, else its EOS, else 0 — masked out either way.
     """
+    rows = encode_rows(
+        tokenizer,
+        template,
+        queries,
+        documents,
+        max_length=max_length,
+        max_query_length=max_query_length,
+        instruction=instruction,
+    )
+    return pad_encoded(tokenizer, rows)
+
+
+def encode_rows(
+    tokenizer: Any,
+    template: PromptTemplate,
+    queries: Sequence[str],
+    documents: Sequence[str],
+    *,
+    max_length: int,
+    max_query_length: int,
+    instruction: str | None = None,
+) -> list[np.ndarray]:
+    """`encode_pairs`' rows before padding: each pair's token ids (int64, real length)."""
     if len(queries) != len(documents):
         raise ValueError(f"{len(queries)} queries but {len(documents)} documents")
     if max_query_length < 0:
@@ -310,22 +335,33 @@ def encode_pairs(
             np.concatenate([np.asarray(head, np.int64), ids[keep], np.asarray(tail, np.int64)])
         )
 
+    return input_ids
+
+
+def pad_encoded(tokenizer: Any, input_ids: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+    """Rows of token ids -> right-padded ``input_ids`` and ``attention_mask`` (B, L)."""
+    n = len(input_ids)
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     width = max((len(r) for r in input_ids), default=0)
-    out_ids = torch.full((n, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
+    out_ids = np.full((n, width), pad_id, dtype=np.int64)
+    mask = np.zeros((n, width), dtype=np.int64)
     for i, row in enumerate(input_ids):
-        out_ids[i, : len(row)] = torch.from_numpy(row)
+        out_ids[i, : len(row)] = row
         mask[i, : len(row)] = 1
-    return {"input_ids": out_ids, "attention_mask": mask}
+    return {"input_ids": torch.from_numpy(out_ids), "attention_mask": torch.from_numpy(mask)}
 
 
 @dataclass(frozen=True)
 class PairEncoder:
     """(query, document) texts -> padded model inputs with a backbone's template
-    (`encode_pairs` with the prompt lengths bound: the `inputs` config node)."""
+    (`encode_pairs` with the prompt lengths bound: the `inputs` config node).
+
+    Encoded rows are remembered per tokenizer (`RowCache`, shared by every encoder of that
+    tokenizer, least recently used dropped first): training revisits its groups every
+    epoch, and evaluation scores the same lists under several adapters, so a pair is
+    tokenized once. The rows are the same either way."""
 
     tokenizer: Any
     template: PromptTemplate
@@ -334,12 +370,60 @@ class PairEncoder:
     instruction: str | None  # None: the template's own
 
     def __call__(self, queries: Sequence[str], documents: Sequence[str]) -> dict[str, torch.Tensor]:
-        return encode_pairs(
-            self.tokenizer,
-            self.template,
-            queries,
-            documents,
-            max_length=self.max_length,
-            max_query_length=self.max_query_length,
-            instruction=self.instruction,
-        )
+        if len(queries) != len(documents):
+            raise ValueError(f"{len(queries)} queries but {len(documents)} documents")
+        cache = RowCache.of(self.tokenizer)
+        settings = (self.template, self.max_length, self.max_query_length, self.instruction)
+        keys = [(settings, q, d) for q, d in zip(queries, documents, strict=True)]
+        rows = [cache.get(key) for key in keys]
+        if missing := sorted({i for i, row in enumerate(rows) if row is None}):
+            new = encode_rows(
+                self.tokenizer,
+                self.template,
+                [queries[i] for i in missing],
+                [documents[i] for i in missing],
+                max_length=self.max_length,
+                max_query_length=self.max_query_length,
+                instruction=self.instruction,
+            )
+            for i, row in zip(missing, new, strict=True):
+                rows[i] = row
+                cache.put(keys[i], row)
+        return pad_encoded(self.tokenizer, rows)
+
+
+class RowCache:
+    """Encoded rows by (encoder settings, query, document), for one tokenizer; the least
+    recently used go once the rows hold more than `max_tokens` tokens (64 MiB of ids at
+    the default). Rows are read-only arrays: a caller cannot change a remembered row."""
+
+    MAX_TOKENS = 1 << 23
+    _by_tokenizer: ClassVar[weakref.WeakKeyDictionary[Any, RowCache]] = weakref.WeakKeyDictionary()
+
+    def __init__(self, max_tokens: int = MAX_TOKENS) -> None:
+        self.max_tokens = max_tokens
+        self.tokens = 0
+        self.rows: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+
+    @classmethod
+    def of(cls, tokenizer: Any) -> RowCache:
+        """The tokenizer's cache (made on first use; gone with the tokenizer)."""
+        cache = cls._by_tokenizer.get(tokenizer)
+        if cache is None:
+            cache = cls._by_tokenizer[tokenizer] = cls()
+        return cache
+
+    def get(self, key: Hashable) -> np.ndarray | None:
+        row = self.rows.get(key)
+        if row is not None:
+            self.rows.move_to_end(key)
+        return row
+
+    def put(self, key: Hashable, row: np.ndarray) -> None:
+        if key in self.rows:
+            return
+        row.flags.writeable = False
+        self.rows[key] = row
+        self.tokens += len(row)
+        while self.tokens > self.max_tokens and self.rows:
+            self.tokens -= len(self.rows.popitem(last=False)[1])
