@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from r2r.errors import DataError
 from r2r.routing.heads import balanced_weights
 from r2r.routing.lit_router import RouterModule
-from r2r.routing.probes import PROBES_FILE, load_probes
+from r2r.routing.probes import HOLDOUT_FILE, PROBES_FILE, load_probes
 from r2r.routing.pseudo import document_spans, pseudo_queries
 from r2r.types import Passage, Query, RetrievalDataset
 
@@ -135,6 +135,15 @@ def test_shipped_probes_hold_at_least_twelve_distinct_questions_per_domain() -> 
     assert probes.texts[0] == "Is bail available for this offence?"
     assert all("\n" not in t and len(t.split()) <= 14 for t in probes.texts)  # one short line
     assert load_probes(PROBES_FILE) == probes
+
+
+def test_the_held_out_probes_are_other_questions_of_the_same_domains() -> None:
+    holdout, first = load_probes(HOLDOUT_FILE), load_probes()
+    assert Counter(holdout.domains) == {"legal": 15, "medical": 15, "finance": 15}
+    assert len(set(holdout.texts)) == 45
+    assert not set(holdout.texts) & set(first.texts)
+    assert holdout.texts[0] == "Who can grant anticipatory bail?"
+    assert all("\n" not in t and len(t.split()) <= 16 for t in holdout.texts)
 
 
 def test_a_bad_probe_line_names_file_line_and_field(tmp_path) -> None:
