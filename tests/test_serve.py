@@ -391,3 +391,22 @@ def test_the_r2r_command_dispatches_serve(capsys: pytest.CaptureFixture[str]) ->
     with pytest.raises(SystemExit):
         cli_main(["serve", "/no/such/system", "--max-documents", "0"])
     assert "--max-documents must be at least 1" in capsys.readouterr().err
+
+
+def test_a_system_loads_in_another_dtype(system_dir: Path, system: RoutedReranker) -> None:
+    """`r2r serve --dtype bfloat16` on a system saved in float32: the backbone in bf16, the
+    same expert and nearly the same scores; a bad name fails before the weights load."""
+    half = RoutedReranker.load(system_dir, dtype="bfloat16")
+    weights = dict(half.bank.model.named_parameters())
+    # The backbone in bf16; peft keeps the LoRA weights in float32 (its autocast default).
+    assert {p.dtype for n, p in weights.items() if "lora_" not in n} == {torch.bfloat16}
+    want, got = system.rerank("bail granted", DOCS), half.rerank("bail granted", DOCS)
+    assert got.expert == want.expert
+    by_index = {r.index: r.score for r in got.ranking}
+    assert [by_index[r.index] for r in want.ranking] == pytest.approx(
+        [r.score for r in want.ranking], abs=0.05
+    )
+    with pytest.raises(ValueError, match="backbone dtype 'float64'"):
+        RoutedReranker.load(system_dir, dtype="float64")
+    with pytest.raises(ValueError, match="pass dtype or backbone, not both"):
+        RoutedReranker.load(system_dir, backbone=tiny(), dtype="bfloat16")

@@ -398,6 +398,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--device", default="cpu", help="cpu, cuda, cuda:N or auto (CUDA where available)"
     )
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default=None,
+        help="the backbone's dtype (default: the one the system was saved with)",
+    )
     parser.add_argument("--log-level", default="info", help="uvicorn's (default %(default)s)")
     for name in ("max_documents", "max_body_bytes", "max_text_chars", "max_batch_tokens"):
         flag = f"--{name.replace('_', '-')}"
@@ -432,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         parser.error(f"--device: {err}")
     try:  # the model loads before the server accepts: /health answers only when ready
-        system = RoutedReranker.load(args.system, device=device)
+        system = RoutedReranker.load(args.system, device=device, dtype=args.dtype)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -34,7 +34,7 @@ from r2r.fusion import FILE as FUSION_FILE
 from r2r.fusion import Fusion
 from r2r.metrics import rank
 from r2r.models import backbones
-from r2r.models.backbones import Backbone
+from r2r.models.backbones import Backbone, torch_dtype
 from r2r.models.experts import ExpertBank
 from r2r.models.templates import named_template
 from r2r.routing.base import Router, load_router
@@ -242,11 +242,14 @@ class RoutedReranker:
         *,
         backbone: Backbone | None = None,
         device: str | torch.device = "cpu",
+        dtype: str | None = None,
     ) -> RoutedReranker:
         """Rebuild a saved system on `device` ("cpu", "cuda", "cuda:N" or "auto": CUDA where
-        available); the backbone comes from its saved config unless given, and keeps its
-        dtype. Its router's backbone features are computed on that device too. A system
-        saved without fusion.json (or before fusion existed) loads without fusion."""
+        available); the backbone comes from its saved config unless given, in its saved
+        dtype or `dtype` ("float32", "bfloat16", "float16": e.g. bf16 on a GPU for a
+        system trained in fp32 on a CPU). Its router's backbone features are computed on
+        that device too. A system saved without fusion.json (or before fusion existed)
+        loads without fusion."""
         folder = Path(folder)
         path = folder / "system.json"
         if not path.is_file():
@@ -258,7 +261,15 @@ class RoutedReranker:
         experts = expert_names(meta.get("experts"), path)
         fusion = Fusion.load(folder / FUSION_FILE) if (folder / FUSION_FILE).is_file() else None
         if backbone is None:
-            backbone = build_backbone(meta.get("backbone"), path)
+            node = meta.get("backbone")
+            if dtype is not None:
+                torch_dtype(dtype)  # a bad name fails before the weights load
+                node = {**node, "dtype": dtype} if isinstance(node, dict) else node
+            backbone = build_backbone(node, path)
+        elif dtype is not None:
+            raise ValueError(
+                "load: pass dtype or backbone, not both (a given backbone keeps its own)"
+            )
         bank = ExpertBank(
             backbone,
             {name: folder / "experts" / name for name in experts},
