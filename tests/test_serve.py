@@ -410,3 +410,45 @@ def test_a_system_loads_in_another_dtype(system_dir: Path, system: RoutedReranke
         RoutedReranker.load(system_dir, dtype="float64")
     with pytest.raises(ValueError, match="pass dtype or backbone, not both"):
         RoutedReranker.load(system_dir, backbone=tiny(), dtype="bfloat16")
+
+
+def test_a_graceful_timeout_cuts_a_request_held_past_it(system_dir: Path) -> None:
+    """`--graceful-timeout 1`: SIGTERM with an upload paused in flight; the server stops
+    waiting after a second, cuts the request (a 500) and exits 0."""
+    proc, url = start(system_dir, "--graceful-timeout", "1")
+    resume, started, answer = threading.Event(), threading.Event(), {}
+
+    def body() -> Iterator[bytes]:
+        yield b'{"query": "bail", "documents": ["the court granted bail", '
+        started.set()
+        resume.wait(30)
+        yield b'"aspirin"]}'
+
+    def post() -> None:
+        try:
+            answer["response"] = httpx.post(f"{url}/rerank", content=body(), timeout=30)
+        except httpx.HTTPError as err:
+            answer["error"] = err
+
+    thread = threading.Thread(target=post)
+    thread.start()
+    try:
+        assert started.wait(30)
+        time.sleep(0.3)
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, proc.stdout.read().decode()
+        assert time.monotonic() - signalled < 15  # not held by the paused request
+    finally:
+        resume.set()
+        thread.join(timeout=30)
+        if proc.poll() is None:
+            proc.kill()
+    # uvicorn cancels the request and answers 500 where the connection is still open.
+    assert answer["response"].status_code == 500 if "response" in answer else answer["error"]
+
+
+def test_a_negative_graceful_timeout_is_refused(system_dir: Path) -> None:
+    with pytest.raises(SystemExit) as err:
+        cli_main(["serve", str(system_dir), "--graceful-timeout", "-1"])
+    assert err.value.code == 2

@@ -404,6 +404,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="the backbone's dtype (default: the one the system was saved with)",
     )
+    parser.add_argument(
+        "--graceful-timeout",
+        type=int,
+        default=None,
+        help="on SIGTERM, seconds to wait for the requests in flight before cutting them "
+        "(default: wait for all)",
+    )
     parser.add_argument("--log-level", default="info", help="uvicorn's (default %(default)s)")
     for name in ("max_documents", "max_body_bytes", "max_text_chars", "max_batch_tokens"):
         flag = f"--{name.replace('_', '-')}"
@@ -425,6 +432,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.max_wait_ms < 0:
         parser.error("--max-wait-ms must be at least 0")
+    if args.graceful_timeout is not None and args.graceful_timeout < 0:
+        parser.error("--graceful-timeout must be at least 0")
     limits = Limits(
         args.max_documents,
         args.max_body_bytes,
@@ -446,7 +455,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # raises the signal again under the handler found before it: so SIGTERM ends in exit 0.
     signal.signal(signal.SIGTERM, stopped)
     uvicorn.run(
-        create_app(system, limits), host=args.host, port=args.port, log_level=args.log_level
+        create_app(system, limits),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=args.graceful_timeout,
     )
     return 0
 
