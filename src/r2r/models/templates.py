@@ -11,6 +11,7 @@ tokens, so the instruction, the markers and the assistant turn survive any trunc
 from __future__ import annotations
 
 import string
+import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
@@ -403,6 +404,7 @@ class RowCache:
     def __init__(self, max_tokens: int = MAX_TOKENS) -> None:
         self.max_tokens = max_tokens
         self.tokens = 0
+        self.lock = threading.Lock()
         self.rows: OrderedDict[Hashable, np.ndarray] = OrderedDict()
 
     @classmethod
@@ -414,16 +416,18 @@ class RowCache:
         return cache
 
     def get(self, key: Hashable) -> np.ndarray | None:
-        row = self.rows.get(key)
-        if row is not None:
-            self.rows.move_to_end(key)
-        return row
+        with self.lock:  # threads may share a tokenizer (a server's, a user's)
+            row = self.rows.get(key)
+            if row is not None:
+                self.rows.move_to_end(key)
+            return row
 
     def put(self, key: Hashable, row: np.ndarray) -> None:
-        if key in self.rows:
-            return
         row.flags.writeable = False
-        self.rows[key] = row
-        self.tokens += len(row)
-        while self.tokens > self.max_tokens and self.rows:
-            self.tokens -= len(self.rows.popitem(last=False)[1])
+        with self.lock:
+            if key in self.rows:
+                return
+            self.rows[key] = row
+            self.tokens += len(row)
+            while self.tokens > self.max_tokens and self.rows:
+                self.tokens -= len(self.rows.popitem(last=False)[1])
