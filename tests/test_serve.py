@@ -304,34 +304,48 @@ def metric_values(text: str) -> dict[str, float]:
     }
 
 
+class HeldRequest:
+    """A /rerank request held in flight: its chunked upload pauses after the first chunk
+    until `release`; `answer` then holds its response, or the transport error."""
+
+    def __init__(self, url: str) -> None:
+        self.resume, started, self.answer = threading.Event(), threading.Event(), {}
+
+        def body() -> Iterator[bytes]:
+            yield b'{"query": "bail", "documents": ["the court granted bail", '
+            started.set()
+            self.resume.wait(30)
+            yield b'"aspirin"]}'
+
+        def post() -> None:
+            try:
+                self.answer["response"] = httpx.post(f"{url}/rerank", content=body(), timeout=30)
+            except httpx.HTTPError as err:
+                self.answer["error"] = err
+
+        self.thread = threading.Thread(target=post)
+        self.thread.start()
+        assert started.wait(30)
+        time.sleep(0.3)
+
+    def release(self) -> None:
+        self.resume.set()
+        self.thread.join(timeout=30)
+
+
 def check_sigterm(proc: subprocess.Popen, url: str) -> None:
     """SIGTERM while a request is in flight (held there by pausing its chunked upload across
     the signal): no new connections, the request is answered, exit 0."""
-    resume, started, answer = threading.Event(), threading.Event(), {}
-
-    def body() -> Iterator[bytes]:
-        yield b'{"query": "bail", "documents": ["the court granted bail", '
-        started.set()
-        resume.wait(30)
-        yield b'"aspirin"]}'
-
-    def post() -> None:
-        answer["response"] = httpx.post(f"{url}/rerank", content=body(), timeout=30)
-
-    thread = threading.Thread(target=post)
-    thread.start()
-    assert started.wait(30)
-    time.sleep(0.3)
+    held = HeldRequest(url)
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     with pytest.raises(httpx.ConnectError):  # no new connections once shutting down
         httpx.get(f"{url}/health", timeout=5)
     assert proc.poll() is None  # still finishing the request in flight
-    resume.set()
-    thread.join(timeout=30)
+    held.release()
     assert proc.wait(timeout=30) == 0, proc.stdout.read().decode()
-    assert answer["response"].status_code == 200
-    assert len(answer["response"].json()["results"]) == 2
+    assert held.answer["response"].status_code == 200
+    assert len(held.answer["response"].json()["results"]) == 2
 
 
 def test_sigterm_finishes_the_request_in_flight_and_exits_0(served: tuple) -> None:
@@ -416,35 +430,18 @@ def test_a_graceful_timeout_cuts_a_request_held_past_it(system_dir: Path) -> Non
     """`--graceful-timeout 1`: SIGTERM with an upload paused in flight; the server stops
     waiting after a second, cuts the request (a 500) and exits 0."""
     proc, url = start(system_dir, "--graceful-timeout", "1")
-    resume, started, answer = threading.Event(), threading.Event(), {}
-
-    def body() -> Iterator[bytes]:
-        yield b'{"query": "bail", "documents": ["the court granted bail", '
-        started.set()
-        resume.wait(30)
-        yield b'"aspirin"]}'
-
-    def post() -> None:
-        try:
-            answer["response"] = httpx.post(f"{url}/rerank", content=body(), timeout=30)
-        except httpx.HTTPError as err:
-            answer["error"] = err
-
-    thread = threading.Thread(target=post)
-    thread.start()
+    held = HeldRequest(url)
     try:
-        assert started.wait(30)
-        time.sleep(0.3)
         signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, proc.stdout.read().decode()
         assert time.monotonic() - signalled < 15  # not held by the paused request
     finally:
-        resume.set()
-        thread.join(timeout=30)
+        held.release()
         if proc.poll() is None:
             proc.kill()
     # uvicorn cancels the request and answers 500 where the connection is still open.
+    answer = held.answer
     assert answer["response"].status_code == 500 if "response" in answer else answer["error"]
 
 

@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from r2r.errors import DataError
-from r2r.evaluation import evaluate
 from r2r.files import write_json_atomic
-from r2r.metrics import metric_names, query_metrics, rank
+from r2r.metrics import RankingEvaluator, metric_names, rank
 from r2r.types import ScoredList
 
 METHODS = ("interpolate", "rrf")
@@ -197,16 +196,18 @@ def choose(
     per_query: dict[str, dict[float, list[float]]] = {}
     for weight in grid:
         single = Fusion(method, {c.candidates.domain: weight for c in dev}, rrf_k, metric)
-        fused = [single.fuse_list(item) for item in dev]
-        metrics = evaluate(fused, "dev")
+        evaluator = RankingEvaluator()  # as `evaluate`, keeping each query's metrics too
+        for item in map(single.fuse_list, dev):
+            c = item.candidates
+            evaluator.add(
+                c.domain, c.query.id, [p.id for p in c.passages], item.scores, c.relevance
+            )
+        metrics = evaluator.compute("dev")
         for domain in single.weights:
             found.setdefault(domain, {})[weight] = metrics[f"dev/{domain}/{metric}"]
-        for item in fused:
-            c = item.candidates
-            if any(grade > 0 for grade in c.relevance.values()):  # as `evaluate` counts
-                ranked = rank([p.id for p in c.passages], item.scores)
-                value = 100 * query_metrics(ranked, c.relevance)[metric]
-                per_query.setdefault(c.domain, {}).setdefault(weight, []).append(value)
+        for result in evaluator.per_query():
+            values = per_query.setdefault(result.domain, {}).setdefault(weight, [])
+            values.append(100 * result.metrics[metric])
     # max() keeps the first of equal values: the grid ascends, so the smallest weight wins.
     chosen = {d: max(grid, key=lambda w, d=d: found[d][w]) for d in found}
     if select == "one_se":
